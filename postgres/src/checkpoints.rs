@@ -1,0 +1,74 @@
+//! Subscriber checkpoints: where each subscriber of the log has got to.
+//!
+//! The functions take any executor, so a projection saves its checkpoint in
+//! the transaction that writes its rows, and a crash can never separate the
+//! two.
+
+use chorus_domain::Position;
+use sqlx::PgExecutor;
+
+/// The position `subscriber` has processed up to, or `None` if it never ran.
+pub async fn load<'e>(
+    executor: impl PgExecutor<'e>,
+    subscriber: &str,
+) -> Result<Option<Position>, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT position_major, position_minor FROM subscriber_checkpoints WHERE subscriber = $1",
+    )
+    .bind(subscriber)
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|(major, minor)| from_db(major, minor)))
+}
+
+/// Records that `subscriber` has processed everything up to `position`.
+pub async fn save<'e>(
+    executor: impl PgExecutor<'e>,
+    subscriber: &str,
+    position: Position,
+) -> Result<(), sqlx::Error> {
+    let (major, minor) = to_db(position);
+    sqlx::query(
+        "INSERT INTO subscriber_checkpoints (subscriber, position_major, position_minor)
+         VALUES ($1, $2, $3)
+         ON CONFLICT (subscriber) DO UPDATE
+         SET position_major = excluded.position_major,
+             position_minor = excluded.position_minor,
+             updated_at = now()",
+    )
+    .bind(subscriber)
+    .bind(major)
+    .bind(minor)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Every subscriber with a checkpoint, and its position.
+pub async fn list<'e>(
+    executor: impl PgExecutor<'e>,
+) -> Result<Vec<(String, Position)>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT subscriber, position_major, position_minor FROM subscriber_checkpoints ORDER BY subscriber",
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, major, minor)| (name, from_db(major, minor)))
+        .collect())
+}
+
+/// Positions are stored as two `bigint`s. Both parts come from Postgres
+/// `bigint`s in the first place (a transaction id and a sequence value, never
+/// negative), so the conversions below cannot lose anything.
+pub(crate) fn from_db(major: i64, minor: i64) -> Position {
+    Position::new(major.max(0).unsigned_abs(), minor.max(0).unsigned_abs())
+}
+
+pub(crate) fn to_db(position: Position) -> (i64, i64) {
+    (
+        i64::try_from(position.major()).unwrap_or(i64::MAX),
+        i64::try_from(position.minor()).unwrap_or(i64::MAX),
+    )
+}

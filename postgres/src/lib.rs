@@ -1,0 +1,11 @@
+//! Postgres adapters for Chorus: the default [`EventStore`](chorus_domain::EventStore)
+//! implementation, subscriber checkpoints, migrations and the private cluster
+//! that `chorus serve` and the tests provision when no database is configured.
+
+pub mod checkpoints;
+pub mod cluster;
+pub mod migrate;
+pub mod store;
+
+pub use cluster::{ClusterError, ClusterOptions, ClusterProfile, PrivateCluster};
+pub use store::{PgEventStore, StoreOptions};
