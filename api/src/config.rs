@@ -1,0 +1,274 @@
+//! Settings: loaded once at start-up from an optional TOML file, then
+//! environment variables, and passed explicitly to whatever needs them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+/// A value that must never reach a log: its `Debug` and `Display` print a placeholder.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; only for handing to the component that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Everything Chorus can be configured with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The Postgres database; without it, a private cluster in `data_dir` is used.
+    pub database_url: Option<Secret>,
+    /// The address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// The public origin used in every ActivityPub id (no path).
+    pub base_url: Url,
+    /// Where the private Postgres cluster lives.
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+}
+
+/// The TOML file: every field optional, unknown ones refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    database_url: Option<Secret>,
+    bind: Option<String>,
+    base_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{name}: `{value}` is not a listen address such as 127.0.0.1:8080")]
+    Bind { name: &'static str, value: String },
+    #[error("{name}: `{value}` is not a valid base URL: {reason}")]
+    BaseUrl {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{name}: `{value}` must be `text` or `json`")]
+    LogFormat { name: &'static str, value: String },
+}
+
+impl Settings {
+    /// Loads the settings: defaults, then the TOML file at `file` (if any),
+    /// then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, |name| {
+            std::env::var(name).ok().filter(|v| !v.is_empty())
+        })
+    }
+
+    /// [`Settings::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let from_file = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<FileSettings>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?
+            }
+            None => FileSettings::default(),
+        };
+
+        let bind = match env("CHORUS_BIND") {
+            Some(value) => parse_bind("CHORUS_BIND", value)?,
+            None => match from_file.bind {
+                Some(value) => parse_bind("bind", value)?,
+                None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            },
+        };
+        let base_url = match env("CHORUS_BASE_URL") {
+            Some(value) => parse_base_url("CHORUS_BASE_URL", value)?,
+            None => match from_file.base_url {
+                Some(value) => parse_base_url("base_url", value)?,
+                None => parse_base_url("base_url", "http://localhost:8080".into())?,
+            },
+        };
+        let log_format = match env("CHORUS_LOG_FORMAT") {
+            Some(value) => match value.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::LogFormat {
+                        name: "CHORUS_LOG_FORMAT",
+                        value,
+                    });
+                }
+            },
+            None => from_file.log_format.unwrap_or_default(),
+        };
+        Ok(Self {
+            database_url: env("DATABASE_URL")
+                .map(Secret::new)
+                .or(from_file.database_url),
+            bind,
+            base_url,
+            data_dir: env("CHORUS_DATA_DIR")
+                .map(PathBuf::from)
+                .or(from_file.data_dir)
+                .unwrap_or_else(|| default_data_dir(&env)),
+            log_format,
+        })
+    }
+}
+
+fn parse_bind(name: &'static str, value: String) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Bind { name, value })
+}
+
+fn parse_base_url(name: &'static str, value: String) -> Result<Url, ConfigError> {
+    let fail = |reason: &str| ConfigError::BaseUrl {
+        name,
+        value: value.clone(),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(&value).map_err(|e| fail(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(fail("the scheme must be http or https"));
+    }
+    if url.host_str().is_none() {
+        return Err(fail("it needs a host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(fail(
+            "it must be an origin, without path, query or fragment",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(fail("it must not carry credentials"));
+    }
+    Ok(url)
+}
+
+/// Root's private cluster must live where the `postgres` user can reach it,
+/// which rules out root's home directory.
+fn default_data_dir(env: &impl Fn(&str) -> Option<String>) -> PathBuf {
+    if env("USER").as_deref() == Some("root") || is_root() {
+        return PathBuf::from("/var/lib/chorus");
+    }
+    if let Some(xdg) = env("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("chorus");
+    }
+    match env("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/chorus"),
+        None => PathBuf::from("chorus-data"),
+    }
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let dir = std::env::temp_dir().join(format!("chorus-config-{}", std::process::id()));
+        let path = file.map(|text| {
+            let _ = std::fs::create_dir_all(&dir);
+            let path = dir.join(format!("{:x}.toml", text.len() ^ text.as_ptr() as usize));
+            let _ = std::fs::write(&path, text);
+            path
+        });
+        Settings::load_from(path.as_deref(), |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_environment() {
+        let s = load(None, &[("HOME", "/home/u"), ("USER", "u")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.bind, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(s.base_url.as_str(), "http://localhost:8080/");
+        assert_eq!(s.database_url, None);
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let file = "bind = \"127.0.0.1:9000\"\nbase_url = \"https://file.example\"\ndata_dir = \"/srv/chorus\"\n";
+        let s = load(Some(file), &[("CHORUS_BASE_URL", "http://127.0.0.1:4321")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.bind.port(), 9000);
+        assert_eq!(s.base_url.as_str(), "http://127.0.0.1:4321/");
+        assert_eq!(s.data_dir, PathBuf::from("/srv/chorus"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_setting_named() {
+        let err = |file: Option<&str>, env: &[(&str, &str)]| match load(file, env) {
+            Err(e) => e.to_string(),
+            Ok(s) => panic!("accepted {s:?}"),
+        };
+        assert!(err(None, &[("CHORUS_BIND", "localhost")]).starts_with("CHORUS_BIND"));
+        assert!(err(None, &[("CHORUS_BASE_URL", "ftp://x.example")]).contains("scheme"));
+        assert!(err(None, &[("CHORUS_BASE_URL", "https://x.example/sub")]).contains("origin"));
+        assert!(err(None, &[("CHORUS_LOG_FORMAT", "xml")]).contains("CHORUS_LOG_FORMAT"));
+        assert!(err(Some("bindd = 1"), &[]).contains("not valid"));
+    }
+
+    #[test]
+    fn the_database_url_never_shows_in_debug_output() {
+        let s = load(None, &[("DATABASE_URL", "postgres://u:hunter2@db/chorus")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(
+            s.database_url.as_ref().map(Secret::expose),
+            Some("postgres://u:hunter2@db/chorus")
+        );
+    }
+}
