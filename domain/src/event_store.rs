@@ -319,7 +319,7 @@ pub struct RecordedEvent {
     pub stream_version: u64,
     pub event_type: String,
     pub schema_version: u32,
-    pub payload: Box<RawValue>,
+    pub payload: Payload,
     pub metadata: Metadata,
     /// When the event store recorded it.
     pub recorded_at: DateTime<Utc>,
@@ -330,7 +330,41 @@ pub struct RecordedEvent {
 impl RecordedEvent {
     /// Deserialises the payload.
     pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.payload.get())
+        self.payload.decode()
+    }
+}
+
+/// The JSON payload of a stored event.
+///
+/// Stores only hand out what they stored from a [`NewEvent`], whose payload
+/// was valid JSON, so reading the log does not parse payloads a second time
+/// to check them; they are parsed when decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload(Box<str>);
+
+impl Payload {
+    /// Wraps JSON text read back from an event store. The store vouches that
+    /// it is the valid JSON it was given.
+    pub fn from_store(json: impl Into<Box<str>>) -> Self {
+        Self(json.into())
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+
+    /// Deserialises the payload.
+    pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
+impl Serialize for Payload {
+    /// Serialises as the JSON value itself, not as a string.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
     }
 }
 
@@ -422,6 +456,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// Reads up to `limit` events of the whole log strictly after `after`, in
     /// log order. An event that is not returned now will never later appear
     /// before the last one returned: readers may checkpoint the last position.
+    ///
+    /// So that this holds, an event can be withheld for a moment after its
+    /// append returned: while a transaction that started writing before it
+    /// is still running (and might yet commit an event that belongs before
+    /// it). Readers that need one particular event wait for its position.
     async fn read_all(
         &self,
         after: Position,
@@ -474,6 +513,16 @@ mod tests {
             back,
             serde_json::from_str::<serde_json::Value>(json).unwrap_or_default()
         );
+    }
+
+    #[test]
+    fn payloads_serialise_as_json_values_and_decode() {
+        let payload = Payload::from_store(r#"{"a":[1,2]}"#);
+        let wrapped =
+            serde_json::to_string(&serde_json::json!({ "p": payload })).unwrap_or_default();
+        assert_eq!(wrapped, r#"{"p":{"a":[1,2]}}"#);
+        let decoded: serde_json::Value = payload.decode().unwrap_or_default();
+        assert_eq!(decoded["a"][1], 2);
     }
 
     #[test]

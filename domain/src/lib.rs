@@ -9,6 +9,6 @@ pub mod event_store;
 
 pub use event_store::{
     AppendOutcome, AppendedEvent, EventId, EventStore, EventStoreError, EventStream,
-    ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, SignatureVerdict, StreamId,
-    StreamIdError,
+    ExpectedVersion, Metadata, NewEvent, Payload, Position, RecordedEvent, SignatureVerdict,
+    StreamId, StreamIdError,
 };

@@ -7,19 +7,18 @@
 //! after local appends, by `LISTEN/NOTIFY` for appends from other processes,
 //! and by a fallback poll.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chorus_domain::{
     AppendOutcome, AppendedEvent, EventId, EventStore, EventStoreError, EventStream,
-    ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId,
+    ExpectedVersion, Metadata, NewEvent, Payload, Position, RecordedEvent, StreamId,
 };
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 use sqlx::postgres::{PgListener, PgPool};
-use sqlx::{PgExecutor, Postgres};
+use sqlx::{PgConnection, PgExecutor};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -28,6 +27,11 @@ use crate::checkpoints::{from_db, to_db};
 
 /// The Postgres channel on which appends are announced to other processes.
 pub const NOTIFY_CHANNEL: &str = "chorus_events";
+
+/// The shortest time between two announcements of appends to other
+/// processes: what other processes' subscribers may lag behind this one's,
+/// and what keeps notifications a small share of the transactions.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The most events one append may carry.
 pub const MAX_BATCH: usize = 10_000;
@@ -115,20 +119,35 @@ impl PgEventStore {
         &self.inner.pool
     }
 
-    /// Appends inside the caller's transaction (or on any executor). The
-    /// events become visible when that transaction commits; call
-    /// [`PgEventStore::appended`] then, so subscribers wake at once.
-    pub async fn append_with<'e>(
-        executor: impl PgExecutor<'e>,
+    /// Appends inside the caller's transaction. The events become visible
+    /// when that transaction commits; call [`PgEventStore::appended`] then, so
+    /// subscribers wake at once. Writers of the same stream wait for each
+    /// other's transactions (a per-stream advisory lock), so `Any` never
+    /// conflicts. If it fails, the transaction may be unusable: roll it back.
+    pub async fn append_with(
+        conn: &mut PgConnection,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendOutcome, EventStoreError> {
         validate(events)?;
-        let rows = call_append(executor, stream, expected, events)
+        let batch = Batch::new(events)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+            .bind(stream.as_str())
+            .execute(&mut *conn)
             .await
-            .map_err(append_error)?;
-        outcome(stream, expected, events, rows)
+            .map_err(backend)?;
+        if let Some(outcome) = existing(&mut *conn, events).await? {
+            return Ok(outcome);
+        }
+        let rows = batch
+            .insert(&mut *conn, stream, expected)
+            .await
+            .map_err(backend)?;
+        if rows.is_empty() {
+            return Err(conflict(&mut *conn, stream, expected).await);
+        }
+        Ok(appended(events, rows))
     }
 
     /// Wakes subscribers after events were committed outside [`EventStore::append`].
@@ -140,9 +159,12 @@ impl PgEventStore {
     /// True when committed events exist that readers cannot see yet because an
     /// older transaction is still running.
     async fn behind_horizon(&self) -> Result<bool, sqlx::Error> {
+        // `max` is one probe of the end of the primary key; a plain
+        // `EXISTS (... WHERE transaction_id >= xmin)` is planned as a scan
+        // of the whole table, because the bound is unknown when planning.
         sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE transaction_id >=
-                 (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint))",
+            "SELECT coalesce((SELECT max(transaction_id) FROM events)
+                 >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint, false)",
         )
         .fetch_one(&self.inner.pool)
         .await
@@ -180,6 +202,7 @@ impl PgEventStore {
                     return;
                 }
             };
+            let delivered = !page.is_empty();
             let full = page.len() == options.page_size;
             for event in page {
                 after = event.position;
@@ -190,24 +213,27 @@ impl PgEventStore {
             if full {
                 continue;
             }
-            match self.behind_horizon().await {
+            if delivered {
+                backoff = Duration::from_millis(1);
+            }
+            // Committed events waiting behind a running transaction are
+            // looked for again soon, whether or not anything notifies us;
+            // otherwise we wait for a notification or the fallback poll.
+            let wait = match self.behind_horizon().await {
                 Ok(true) => {
-                    // Committed events wait behind a running transaction: look
-                    // again soon, whether or not anything notifies us.
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = out.closed() => return,
-                    }
+                    let wait = backoff;
                     backoff = (backoff * 2).min(options.max_horizon_backoff);
+                    wait
                 }
                 Ok(false) | Err(_) => {
                     backoff = Duration::from_millis(1);
-                    tokio::select! {
-                        _ = wake.changed() => {}
-                        () = tokio::time::sleep(options.poll_interval) => {}
-                        () = out.closed() => return,
-                    }
+                    options.poll_interval
                 }
+            };
+            tokio::select! {
+                _ = wake.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = out.closed() => return,
             }
         }
     }
@@ -222,17 +248,42 @@ impl EventStore for PgEventStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, EventStoreError> {
         validate(&events)?;
+        let batch = Batch::new(&events)?;
         let pool = &self.inner.pool;
-        let rows = match call_append(pool, stream, expected, &events).await {
-            // A concurrent append of the same ids committed first: run again,
-            // which now finds them and answers as a duplicate.
-            Err(e) if is_event_id_violation(&e) => {
-                call_append(pool, stream, expected, &events).await
+        // One statement, checked by the unique indexes. Only a writer racing
+        // us on the same stream makes `Any` try again.
+        for _ in 0..3 {
+            match batch.insert(pool, stream, expected).await {
+                Ok(rows) if rows.is_empty() => {
+                    // The expected version did not match, or this is a retry
+                    // of an append that already happened.
+                    if let Some(outcome) = existing(pool, &events).await? {
+                        return Ok(outcome);
+                    }
+                    return Err(conflict(pool, stream, expected).await);
+                }
+                Ok(rows) => {
+                    self.appended();
+                    return Ok(appended(&events, rows));
+                }
+                Err(error) => match violated(&error) {
+                    Some(EVENT_ID_KEY) => {
+                        if let Some(outcome) = existing(pool, &events).await? {
+                            return Ok(outcome);
+                        }
+                    }
+                    Some(STREAM_VERSION_KEY) if expected != ExpectedVersion::Any => {
+                        return Err(conflict(pool, stream, expected).await);
+                    }
+                    Some(STREAM_VERSION_KEY) => {}
+                    _ => return Err(backend(error)),
+                },
             }
-            other => other,
         }
-        .map_err(append_error)?;
-        let outcome = outcome(stream, expected, &events, rows)?;
+        // A hot stream: queue behind its other writers instead.
+        let mut tx = pool.begin().await.map_err(backend)?;
+        let outcome = Self::append_with(&mut tx, stream, expected, &events).await?;
+        tx.commit().await.map_err(backend)?;
         if !outcome.deduplicated {
             self.appended();
         }
@@ -257,14 +308,14 @@ impl EventStore for PgEventStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(backend)?;
-        rows.into_iter().map(EventRow::into_event).collect()
+        rows.into_iter().map(into_event).collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, EventStoreError> {
         let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM streams WHERE stream_id = $1")
+            sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = $1")
                 .bind(stream.as_str())
-                .fetch_optional(&self.inner.pool)
+                .fetch_one(&self.inner.pool)
                 .await
                 .map_err(backend)?;
         Ok(version.map(i64::unsigned_abs))
@@ -291,7 +342,7 @@ impl EventStore for PgEventStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(backend)?;
-        rows.into_iter().map(EventRow::into_event).collect()
+        rows.into_iter().map(into_event).collect()
     }
 
     fn subscribe_all(&self, after: Position) -> EventStream {
@@ -304,51 +355,54 @@ impl EventStore for PgEventStore {
 macro_rules! event_columns {
     () => {
         "transaction_id, seq, event_id, stream_id, stream_version, event_type, schema_version, \
-         payload::text AS payload, metadata::text AS metadata, recorded_at"
+         payload::text, metadata::text, recorded_at"
     };
 }
 use event_columns;
 
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    transaction_id: i64,
-    seq: i64,
-    event_id: Uuid,
-    stream_id: String,
-    stream_version: i64,
-    event_type: String,
-    schema_version: i32,
-    payload: String,
-    metadata: String,
-    recorded_at: DateTime<Utc>,
-}
+/// The columns of [`event_columns!`], in order (decoded by position: by name
+/// costs a lookup per column per row, which shows when reading the log).
+type EventRow = (
+    i64,
+    i64,
+    Uuid,
+    String,
+    i64,
+    String,
+    i32,
+    String,
+    String,
+    DateTime<Utc>,
+);
 
-impl EventRow {
-    fn into_event(self) -> Result<RecordedEvent, EventStoreError> {
-        let position = from_db(self.transaction_id, self.seq);
-        let corrupt = |reason: String| EventStoreError::Corrupt { position, reason };
-        Ok(RecordedEvent {
-            id: EventId(self.event_id),
-            stream_id: StreamId::new(self.stream_id).map_err(|e| corrupt(e.to_string()))?,
-            stream_version: self.stream_version.unsigned_abs(),
-            event_type: self.event_type,
-            schema_version: self.schema_version.unsigned_abs(),
-            payload: RawValue::from_string(self.payload).map_err(|e| corrupt(e.to_string()))?,
-            metadata: serde_json::from_str::<Metadata>(&self.metadata)
-                .map_err(|e| corrupt(format!("metadata: {e}")))?,
-            recorded_at: self.recorded_at,
-            position,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct AppendRow {
-    status: String,
-    event_id: Option<Uuid>,
-    stream_version: Option<i64>,
-    transaction_id: Option<i64>,
-    seq: Option<i64>,
+fn into_event(row: EventRow) -> Result<RecordedEvent, EventStoreError> {
+    let (
+        transaction_id,
+        seq,
+        event_id,
+        stream_id,
+        stream_version,
+        event_type,
+        schema_version,
+        payload,
+        metadata,
+        recorded_at,
+    ) = row;
+    let position = from_db(transaction_id, seq);
+    let corrupt = |reason: String| EventStoreError::Corrupt { position, reason };
+    Ok(RecordedEvent {
+        id: EventId(event_id),
+        stream_id: StreamId::new(stream_id).map_err(|e| corrupt(e.to_string()))?,
+        stream_version: stream_version.unsigned_abs(),
+        event_type,
+        schema_version: schema_version.unsigned_abs(),
+        // The column is jsonb: Postgres has already checked it is JSON.
+        payload: Payload::from_store(payload),
+        metadata: serde_json::from_str::<Metadata>(&metadata)
+            .map_err(|e| corrupt(format!("metadata: {e}")))?,
+        recorded_at,
+        position,
+    })
 }
 
 fn validate(events: &[NewEvent]) -> Result<(), EventStoreError> {
@@ -380,99 +434,176 @@ fn validate(events: &[NewEvent]) -> Result<(), EventStoreError> {
     Ok(())
 }
 
-async fn call_append<'e>(
+const EVENT_ID_KEY: &str = "events_event_id_key";
+const STREAM_VERSION_KEY: &str = "events_stream_version_key";
+
+/// Appends in one statement: the stream's head version is read, the expected
+/// version checked against it, and the rows inserted after it.
+///
+/// Every append holds a per-stream advisory lock until its transaction ends,
+/// so writers of one stream queue behind each other. The statement's snapshot
+/// predates the lock, so a writer that had to wait may read a stale head; its
+/// insert then fails on `events_stream_version_key` and is retried (by
+/// [`PgEventStore::append_with`], the lock is taken in a statement of its own
+/// first, so that cannot happen inside a caller's transaction). A repeated
+/// event id fails on `events_event_id_key`.
+const APPEND: &str = "
+WITH stream_lock AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(hashtextextended($1, 7))
+), head AS (
+    -- A scalar subquery, so that `max` is one probe of the end of the
+    -- stream's index (a join would read the whole stream).
+    SELECT coalesce((SELECT max(stream_version) FROM events WHERE stream_id = $1), 0) AS version
+    FROM stream_lock
+)
+INSERT INTO events (transaction_id, event_id, stream_id, stream_version,
+                    event_type, schema_version, payload, metadata)
+SELECT (SELECT pg_current_xact_id()::text::bigint), u.id, $1, head.version + u.ord,
+       u.t, u.v, u.p::jsonb, u.m::jsonb
+FROM head,
+     unnest($3::uuid[], $4::text[], $5::integer[], $6::text[], $7::text[])
+         WITH ORDINALITY AS u (id, t, v, p, m, ord)
+WHERE CASE $2::bigint
+          WHEN -1 THEN true
+          WHEN -2 THEN head.version = 0
+          WHEN -3 THEN head.version > 0
+          ELSE head.version = $2::bigint
+      END
+ORDER BY u.ord
+RETURNING event_id, stream_version, transaction_id, seq";
+
+/// The columns of an append, ready to bind.
+struct Batch<'a> {
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a str>,
+    metadata: Vec<String>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(events: &'a [NewEvent]) -> Result<Self, EventStoreError> {
+        Ok(Self {
+            ids: events.iter().map(|e| e.id.0).collect(),
+            types: events.iter().map(|e| e.event_type.as_str()).collect(),
+            schema_versions: events
+                .iter()
+                .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
+                .collect(),
+            payloads: events.iter().map(|e| e.payload.get()).collect(),
+            metadata: events
+                .iter()
+                .map(|e| serde_json::to_string(&e.metadata))
+                .collect::<Result<_, _>>()
+                .map_err(|e| EventStoreError::InvalidAppend(format!("metadata: {e}")))?,
+        })
+    }
+
+    async fn insert<'e>(
+        &self,
+        executor: impl PgExecutor<'e>,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<Vec<(Uuid, i64, i64, i64)>, sqlx::Error> {
+        let expected = match expected {
+            ExpectedVersion::Any => -1,
+            ExpectedVersion::NoStream => -2,
+            ExpectedVersion::StreamExists => -3,
+            ExpectedVersion::Exact(v) => i64::try_from(v).unwrap_or(i64::MAX),
+        };
+        sqlx::query_as(APPEND)
+            .bind(stream.as_str())
+            .bind(expected)
+            .bind(&self.ids)
+            .bind(&self.types)
+            .bind(&self.schema_versions)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+            .fetch_all(executor)
+            .await
+    }
+}
+
+/// The outcome of a fresh append, in the order the events were given.
+fn appended(events: &[NewEvent], rows: Vec<(Uuid, i64, i64, i64)>) -> AppendOutcome {
+    outcome_from(events, rows, false)
+}
+
+fn outcome_from(
+    events: &[NewEvent],
+    rows: Vec<(Uuid, i64, i64, i64)>,
+    deduplicated: bool,
+) -> AppendOutcome {
+    let by_id: HashMap<Uuid, (i64, i64, i64)> = rows
+        .into_iter()
+        .map(|(id, v, tx, seq)| (id, (v, tx, seq)))
+        .collect();
+    AppendOutcome {
+        events: events
+            .iter()
+            .filter_map(|e| {
+                by_id.get(&e.id.0).map(|&(version, tx, seq)| AppendedEvent {
+                    id: e.id,
+                    stream_version: version.unsigned_abs(),
+                    position: from_db(tx, seq),
+                })
+            })
+            .collect(),
+        deduplicated,
+    }
+}
+
+/// If the batch's ids are already stored: the original outcome when all of
+/// them are, a refusal when only some are, `None` when none is.
+async fn existing<'e>(
+    executor: impl PgExecutor<'e>,
+    events: &[NewEvent],
+) -> Result<Option<AppendOutcome>, EventStoreError> {
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id.0).collect();
+    let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(
+        "SELECT event_id, stream_version, transaction_id, seq FROM events WHERE event_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(executor)
+    .await
+    .map_err(backend)?;
+    match rows.len() {
+        0 => Ok(None),
+        n if n == events.len() => Ok(Some(outcome_from(events, rows, true))),
+        n => Err(EventStoreError::PartialDuplicate {
+            existing: n,
+            total: events.len(),
+        }),
+    }
+}
+
+/// The version conflict, with the stream's actual version.
+async fn conflict<'e>(
     executor: impl PgExecutor<'e>,
     stream: &StreamId,
     expected: ExpectedVersion,
-    events: &[NewEvent],
-) -> Result<Vec<AppendRow>, sqlx::Error> {
-    let expected = match expected {
-        ExpectedVersion::Any => -1,
-        ExpectedVersion::NoStream => -2,
-        ExpectedVersion::StreamExists => -3,
-        ExpectedVersion::Exact(v) => i64::try_from(v).unwrap_or(i64::MAX),
-    };
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id.0).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let versions: Vec<i32> = events
-        .iter()
-        .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
-        .collect();
-    let payloads: Vec<&str> = events.iter().map(|e| e.payload.get()).collect();
-    let metadata = events
-        .iter()
-        .map(|e| serde_json::to_string(&e.metadata))
-        .collect::<Result<Vec<String>, _>>()
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query_as::<Postgres, AppendRow>("SELECT * FROM chorus_append($1, $2, $3, $4, $5, $6, $7)")
-        .bind(stream.as_str())
-        .bind(expected)
-        .bind(ids)
-        .bind(types)
-        .bind(versions)
-        .bind(payloads)
-        .bind(metadata)
-        .fetch_all(executor)
-        .await
-}
-
-fn outcome(
-    stream: &StreamId,
-    expected: ExpectedVersion,
-    events: &[NewEvent],
-    rows: Vec<AppendRow>,
-) -> Result<AppendOutcome, EventStoreError> {
-    if let Some(conflict) = rows.iter().find(|r| r.status == "conflict") {
-        return Err(EventStoreError::WrongExpectedVersion {
+) -> EventStoreError {
+    let actual: Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = $1")
+            .bind(stream.as_str())
+            .fetch_one(executor)
+            .await;
+    match actual {
+        Ok(actual) => EventStoreError::WrongExpectedVersion {
             stream: stream.clone(),
             expected,
-            actual: conflict.stream_version.map(i64::unsigned_abs),
-        });
+            actual: actual.map(i64::unsigned_abs),
+        },
+        Err(error) => backend(error),
     }
-    let deduplicated = rows.iter().any(|r| r.status == "duplicate");
-    let mut appended = Vec::with_capacity(events.len());
-    for event in events {
-        let row = rows
-            .iter()
-            .find(|r| r.event_id == Some(event.id.0))
-            .ok_or_else(|| {
-                EventStoreError::InvalidAppend(format!("event {} was not stored", event.id))
-            })?;
-        appended.push(AppendedEvent {
-            id: event.id,
-            stream_version: row.stream_version.unwrap_or(0).unsigned_abs(),
-            position: from_db(row.transaction_id.unwrap_or(0), row.seq.unwrap_or(0)),
-        });
-    }
-    Ok(AppendOutcome {
-        events: appended,
-        deduplicated,
-    })
 }
 
-fn is_event_id_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db)
-        if db.code().as_deref() == Some("23505") && db.constraint() == Some("events_event_id_key"))
-}
-
-fn append_error(error: sqlx::Error) -> EventStoreError {
-    if let sqlx::Error::Database(db) = &error
-        && db.code().as_deref() == Some("CH001")
-    {
-        let existing = db
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .and_then(|pg| pg.detail())
-            .and_then(|d| d.parse().ok())
-            .unwrap_or(0);
-        let total = db
-            .message()
-            .split_whitespace()
-            .nth(2)
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0);
-        return EventStoreError::PartialDuplicate { existing, total };
+/// The unique constraint an insert violated, if that is why it failed.
+fn violated(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => db.constraint(),
+        _ => None,
     }
-    backend(error)
 }
 
 fn backend(error: sqlx::Error) -> EventStoreError {
@@ -515,17 +646,21 @@ async fn listen(pool: PgPool, wake: watch::Sender<u64>, instance: String) {
 
 /// Announces local appends to other processes. Runs apart from the appenders
 /// because a transaction that notifies takes a cluster-wide lock at commit,
-/// which would serialise every append; bursts coalesce into one notification.
+/// which would serialise every append. Bursts coalesce into one notification,
+/// at most one per [`ANNOUNCE_INTERVAL`], committed without waiting for a disk
+/// flush (a lost notification costs a poll interval, never an event).
 async fn announce_appends(pool: PgPool, announce: Arc<Notify>, instance: String) {
     loop {
         announce.notified().await;
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
-            .bind(&instance)
-            .execute(&pool)
-            .await
+        if let Err(error) =
+            sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(&instance)
+                .execute(&pool)
+                .await
         {
             tracing::debug!(%error, "could not announce appends; other processes will poll");
         }
+        tokio::time::sleep(ANNOUNCE_INTERVAL).await;
     }
 }

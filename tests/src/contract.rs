@@ -69,17 +69,28 @@ async fn ok<T>(result: Result<T, EventStoreError>) -> T {
     result.unwrap_or_else(|e| panic!("unexpected event store error: {e:?}"))
 }
 
-/// All events of the given streams in the whole log, paging `page` at a time.
+/// All events of the given streams in the whole log up to `through`, paging
+/// `page` at a time. Events behind a transaction still running elsewhere are
+/// not readable yet, so an early end is waited out, never taken as the end.
 async fn read_all_of<S: EventStore>(
     store: &S,
     streams: &[&StreamId],
     page: usize,
+    through: Position,
 ) -> Vec<RecordedEvent> {
+    let deadline = tokio::time::Instant::now() + WAIT;
     let mut after = Position::START;
     let mut out = Vec::new();
-    loop {
+    while after < through {
         let batch = ok(store.read_all(after, page).await).await;
-        let Some(last) = batch.last() else { break };
+        let Some(last) = batch.last() else {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{through} never became readable"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
         assert!(last.position > after, "read_all went backwards");
         after = last.position;
         out.extend(
@@ -89,6 +100,12 @@ async fn read_all_of<S: EventStore>(
         );
     }
     out
+}
+
+fn last(outcome: &chorus_domain::AppendOutcome) -> Position {
+    outcome
+        .last_position()
+        .unwrap_or_else(|| panic!("an append without events"))
 }
 
 pub async fn appended_events_read_back_exactly<S: EventStore>(store: &S) {
@@ -135,7 +152,7 @@ pub async fn appended_events_read_back_exactly<S: EventStore>(store: &S) {
     assert_eq!(read[1].schema_version, 3);
     assert_eq!(read[1].stream_version, 2);
 
-    let all = read_all_of(store, &[&stream], 100).await;
+    let all = read_all_of(store, &[&stream], 100, last(&outcome)).await;
     assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
 
     let missing = unique_stream("missing");
@@ -234,7 +251,7 @@ pub async fn appending_the_same_ids_again_is_a_no_op_returning_the_original_posi
         .await)
     .await;
     assert!(!first.deduplicated);
-    ok(store
+    let fourth = ok(store
         .append(&stream, ExpectedVersion::Exact(3), events(1))
         .await)
     .await;
@@ -254,7 +271,12 @@ pub async fn appending_the_same_ids_again_is_a_no_op_returning_the_original_posi
     assert_eq!(single.events, vec![first.events[1]]);
 
     assert_eq!(ok(store.stream_version(&stream).await).await, Some(4));
-    assert_eq!(read_all_of(store, &[&stream], 1000).await.len(), 4);
+    assert_eq!(
+        read_all_of(store, &[&stream], 1000, last(&fourth))
+            .await
+            .len(),
+        4
+    );
 }
 
 pub async fn a_partially_duplicate_batch_is_refused_whole<S: EventStore>(store: &S) {
@@ -328,15 +350,16 @@ pub async fn read_all_pages_through_the_log_in_one_order<S: EventStore>(store: &
     let a = unique_stream("all-a");
     let b = unique_stream("all-b");
     let mut expected = Vec::new();
+    let mut through = Position::START;
     for round in 0..5 {
         for stream in [&a, &b] {
             let batch = events(round + 1);
             expected.extend(batch.iter().map(|e| e.id));
-            ok(store.append(stream, ExpectedVersion::Any, batch).await).await;
+            through = last(&ok(store.append(stream, ExpectedVersion::Any, batch).await).await);
         }
     }
     for page in [1, 4, 7, 1000] {
-        let all = read_all_of(store, &[&a, &b], page).await;
+        let all = read_all_of(store, &[&a, &b], page, through).await;
         assert_eq!(
             all.iter().map(|e| e.id).collect::<Vec<_>>(),
             expected,
@@ -345,9 +368,7 @@ pub async fn read_all_pages_through_the_log_in_one_order<S: EventStore>(store: &
         assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     }
     // Reading after the last event gives nothing (for our streams).
-    let all = read_all_of(store, &[&a, &b], 1000).await;
-    let last = all.last().map(|e| e.position).unwrap_or_default();
-    let after: Vec<_> = ok(store.read_all(last, 1000).await)
+    let after: Vec<_> = ok(store.read_all(through, 1000).await)
         .await
         .into_iter()
         .filter(|e| e.stream_id == a || e.stream_id == b)
@@ -367,6 +388,8 @@ pub async fn a_batch_is_contiguous_in_the_log<S: EventStore>(store: &S) {
         .map(|e| e.position)
         .unwrap_or_default();
     let before = Position::new(first.major(), first.minor().saturating_sub(1));
+    // Once the batch is readable, nothing can appear in its midst.
+    read_all_of(store, &[&stream], 1000, last(&outcome)).await;
     let read = ok(store.read_all(before, 100).await).await;
     assert_eq!(
         read.iter().map(|e| e.id).collect::<Vec<_>>(),

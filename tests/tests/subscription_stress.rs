@@ -60,7 +60,7 @@ async fn writer(store: PgEventStore, index: usize, committed: Arc<Mutex<Vec<Even
             store
                 .append(&stream, ExpectedVersion::Any, events)
                 .await
-                .unwrap_or_else(|e| panic!("append failed: {e}"));
+                .unwrap_or_else(|e| panic!("append failed: {e:?}"));
             committed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -76,9 +76,9 @@ async fn writer(store: PgEventStore, index: usize, committed: Arc<Mutex<Vec<Even
                 .unwrap_or_else(|e| panic!("{e}"));
             tokio::time::sleep(delay).await;
         }
-        PgEventStore::append_with(&mut *tx, &stream, ExpectedVersion::Any, &events)
+        PgEventStore::append_with(&mut tx, &stream, ExpectedVersion::Any, &events)
             .await
-            .unwrap_or_else(|e| panic!("append failed: {e}"));
+            .unwrap_or_else(|e| panic!("append failed: {e:?}"));
         // The sequence numbers are taken; commit late.
         tokio::time::sleep(delay).await;
         if rollback {
@@ -207,9 +207,14 @@ async fn an_event_committed_late_is_delivered_after_the_later_numbered_one() {
     let slow = new_event(0, 0);
     let fast = new_event(1, 0);
     let mut tx = store.pool().begin().await.unwrap_or_else(|e| panic!("{e}"));
-    let a = PgEventStore::append_with(&mut *tx, &stream_a, ExpectedVersion::Any, &[slow.clone()])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let a = PgEventStore::append_with(
+        &mut tx,
+        &stream_a,
+        ExpectedVersion::Any,
+        std::slice::from_ref(&slow),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let b = store
         .append(&stream_b, ExpectedVersion::Any, vec![fast.clone()])
         .await

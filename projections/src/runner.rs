@@ -1,0 +1,152 @@
+//! The loop that keeps one projection up to date.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chorus_domain::{EventStore, Position, RecordedEvent};
+use chorus_postgres::{PgEventStore, checkpoints};
+use futures::StreamExt;
+use sqlx::PgConnection;
+use tokio::sync::watch;
+
+/// Why applying an event failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// The event's payload does not match its type and schema version.
+    #[error("event {event_id} ({event_type}) has a payload this projection cannot read")]
+    Payload {
+        event_id: chorus_domain::EventId,
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ProjectionError {
+    /// Wraps a payload decoding error with the event it came from.
+    pub fn payload(event: &RecordedEvent, source: serde_json::Error) -> Self {
+        Self::Payload {
+            event_id: event.id,
+            event_type: event.event_type.clone(),
+            source,
+        }
+    }
+}
+
+/// A read model built from the log.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// The stable name; also the name of its checkpoint.
+    fn name(&self) -> &'static str;
+
+    /// Whether events of this type concern the projection.
+    fn handles(&self, event_type: &str) -> bool;
+
+    /// Writes what `event` means for the read model. Runs inside the
+    /// transaction that also advances the checkpoint; must be idempotent.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// How far a running projection has got; watch it to wait for a position.
+#[derive(Clone, Debug)]
+pub struct Progress(watch::Receiver<Position>);
+
+impl Progress {
+    /// The last position applied and committed.
+    pub fn position(&self) -> Position {
+        *self.0.borrow()
+    }
+
+    /// Waits until everything up to `position` is applied and committed.
+    /// Returns false if the projection stopped first.
+    pub async fn reached(&mut self, position: Position) -> bool {
+        self.0.wait_for(|p| *p >= position).await.is_ok()
+    }
+}
+
+/// The most events applied in one transaction.
+const BATCH: usize = 500;
+
+/// Starts keeping `projection` up to date from its checkpoint, in a task of
+/// its own; returns its progress. The task ends when the store is dropped.
+pub async fn run(
+    store: PgEventStore,
+    projection: Arc<dyn Projection>,
+) -> Result<(Progress, tokio::task::JoinHandle<()>), sqlx::Error> {
+    let start = checkpoints::load(store.pool(), projection.name())
+        .await?
+        .unwrap_or(Position::START);
+    let (tx, rx) = watch::channel(start);
+    let handle = tokio::spawn(run_from(store, projection, start, tx));
+    Ok((Progress(rx), handle))
+}
+
+async fn run_from(
+    store: PgEventStore,
+    projection: Arc<dyn Projection>,
+    mut checkpoint: Position,
+    progress: watch::Sender<Position>,
+) {
+    let name = projection.name();
+    'subscribe: loop {
+        let mut events = store.subscribe_all(checkpoint).ready_chunks(BATCH);
+        while let Some(batch) = events.next().await {
+            let batch: Vec<RecordedEvent> = match batch.into_iter().collect() {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(projection = name, %error, "cannot read the log; projection paused");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue 'subscribe;
+                }
+            };
+            let mut failures = 0u32;
+            // A batch either applies whole, with its checkpoint, or not at
+            // all; on failure it is retried, never skipped.
+            loop {
+                match apply_batch(&store, projection.as_ref(), &batch).await {
+                    Ok(Some(position)) => {
+                        checkpoint = position;
+                        progress.send_replace(position);
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        failures += 1;
+                        tracing::error!(projection = name, failures, error = %error, source = ?std::error::Error::source(&error), "applying events failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200) * failures.min(50)).await;
+                    }
+                }
+            }
+        }
+        // The subscription ended (its store is shutting down).
+        return;
+    }
+}
+
+async fn apply_batch(
+    store: &PgEventStore,
+    projection: &dyn Projection,
+    batch: &[RecordedEvent],
+) -> Result<Option<Position>, ProjectionError> {
+    let Some(last) = batch.last() else {
+        return Ok(None);
+    };
+    let mut tx = store.pool().begin().await?;
+    for event in batch {
+        if projection.handles(&event.event_type) {
+            let span = tracing::debug_span!("apply", projection = projection.name(), event_id = %event.id, event_type = %event.event_type);
+            let _entered = span.enter();
+            projection.apply(&mut tx, event).await?;
+        }
+    }
+    checkpoints::save(&mut *tx, projection.name(), last.position).await?;
+    tx.commit().await?;
+    Ok(Some(last.position))
+}
