@@ -88,6 +88,13 @@ impl StreamId {
         Ok(Self(id))
     }
 
+    /// Wraps an id composed inside the domain from validated parts (a known
+    /// prefix and a UUID or a handle), which cannot break the rules above.
+    pub(crate) fn composed(id: String) -> Self {
+        debug_assert!(Self::new(id.clone()).is_ok(), "bad composed stream id {id}");
+        Self(id)
+    }
+
     /// The stream id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
