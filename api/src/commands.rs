@@ -20,10 +20,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .await
             .context("applying migrations")?;
         let store = PgEventStore::new(database.pool.clone());
-        let app = router(AppState {
-            pool: database.pool.clone(),
+        let app = router(AppState::new(
+            database.pool.clone(),
             store,
-        });
+            &settings.base_url,
+        ));
         tracing::info!(bind = %settings.bind, base_url = %settings.base_url, "serving");
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())

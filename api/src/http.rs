@@ -15,6 +15,19 @@ use sqlx::PgPool;
 pub struct AppState {
     pub pool: PgPool,
     pub store: PgEventStore,
+    /// The public origin of every ActivityPub id, without a final `/`
+    /// (e.g. `https://example.com`).
+    pub base_url: String,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, store: PgEventStore, base_url: &url::Url) -> Self {
+        Self {
+            pool,
+            store,
+            base_url: base_url.as_str().trim_end_matches('/').to_owned(),
+        }
+    }
 }
 
 /// The whole HTTP application.
@@ -22,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::activitypub::routes())
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! Chorus' entry points: configuration, the HTTP server and the commands of
 //! the `chorus` binary.
 
+pub mod activitypub;
 pub mod commands;
 pub mod config;
 pub mod database;

@@ -8,6 +8,10 @@ use chorus_tests::pg::{empty_db, test_db};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+fn base() -> url::Url {
+    url::Url::parse("http://127.0.0.1:8080").unwrap_or_else(|e| panic!("{e}"))
+}
+
 async fn get(app: axum::Router, path: &str) -> (StatusCode, serde_json::Value) {
     let response = app
         .oneshot(Request::get(path).body(Body::empty()).unwrap_or_default())
