@@ -33,10 +33,11 @@ async fn get(app: axum::Router, path: &str) -> (StatusCode, serde_json::Value) {
 #[tokio::test]
 async fn readyz_is_ready_once_migrations_are_applied() {
     let db = test_db().await;
-    let app = router(AppState {
-        pool: db.pool.clone(),
-        store: PgEventStore::new(db.pool.clone()),
-    });
+    let app = router(AppState::new(
+        db.pool.clone(),
+        PgEventStore::new(db.pool.clone()),
+        &base(),
+    ));
     assert_eq!(get(app.clone(), "/healthz").await.0, StatusCode::OK);
     let (status, body) = get(app, "/readyz").await;
     assert_eq!(status, StatusCode::OK);
@@ -46,10 +47,11 @@ async fn readyz_is_ready_once_migrations_are_applied() {
 #[tokio::test]
 async fn readyz_reports_pending_migrations() {
     let db = empty_db().await;
-    let app = router(AppState {
-        pool: db.pool.clone(),
-        store: PgEventStore::new(db.pool.clone()),
-    });
+    let app = router(AppState::new(
+        db.pool.clone(),
+        PgEventStore::new(db.pool.clone()),
+        &base(),
+    ));
     let (status, body) = get(app, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["reason"], "migrations pending");
@@ -59,10 +61,11 @@ async fn readyz_reports_pending_migrations() {
 #[tokio::test]
 async fn readyz_reports_an_unreachable_database() {
     let db = test_db().await;
-    let app = router(AppState {
-        pool: db.pool.clone(),
-        store: PgEventStore::new(db.pool.clone()),
-    });
+    let app = router(AppState::new(
+        db.pool.clone(),
+        PgEventStore::new(db.pool.clone()),
+        &base(),
+    ));
     db.pool.close().await;
     let (status, body) = get(app, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
