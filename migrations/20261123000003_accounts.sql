@@ -14,6 +14,7 @@ CREATE TABLE api_tokens (
     token_id     uuid PRIMARY KEY,
     token_hash   bytea NOT NULL UNIQUE,
     actor_id     uuid NOT NULL,
+    actor_uri    text NOT NULL,
     label        text,
     created_at   timestamptz NOT NULL DEFAULT now(),
     last_used_at timestamptz,

@@ -1,7 +1,13 @@
 //! What the subcommands of `chorus` do.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use chorus_postgres::{PgEventStore, PrivateCluster};
+use chorus_projections::Projections;
+use uuid::Uuid;
+
+use crate::app::App;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
@@ -20,10 +26,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .await
             .context("applying migrations")?;
         let store = PgEventStore::new(database.pool.clone());
-        let app = router(AppState::new(
+        let projections = Arc::new(
+            Projections::start(store.clone())
+                .await
+                .context("starting the projections")?,
+        );
+        let app = router(AppState::with_projections(
             database.pool.clone(),
             store,
             &settings.base_url,
+            projections,
         ));
         tracing::info!(bind = %settings.bind, base_url = %settings.base_url, "serving");
         axum::serve(listener, app)
@@ -92,4 +104,83 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// Opens the database (migrated) and the command side, runs `f`, closes.
+async fn with_app<T, F, Fut>(settings: &Settings, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(App) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let database = Database::open(settings).await?;
+    let result = async {
+        chorus_postgres::migrate::run(&database.pool)
+            .await
+            .context("applying migrations")?;
+        let base = settings.base_url.as_str().trim_end_matches('/').to_owned();
+        f(App::new(PgEventStore::new(database.pool.clone()), &base)).await
+    }
+    .await;
+    database.close().await;
+    result
+}
+
+/// `chorus accounts create`: a local account with its key pair; prints its
+/// first API token (the only time it is shown).
+pub async fn create_account(
+    settings: Settings,
+    handle: String,
+    display_name: Option<String>,
+    locked: bool,
+    admin: bool,
+) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let account = app
+            .create_account(&handle, display_name, locked, admin)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("created {} ({})", account.actor.handle, account.actor.uri);
+        println!("token id: {}", account.token.token_id);
+        println!("token:    {}", account.token.secret);
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus tokens create`: another API token for an account.
+pub async fn create_token(
+    settings: Settings,
+    handle: String,
+    label: Option<String>,
+) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let actor = app
+            .resolve_actor(&handle)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let token =
+            crate::tokens::create(&app.pool, actor.actor_id, &actor.uri, label.as_deref()).await?;
+        println!("token id: {}", token.token_id);
+        println!("token:    {}", token.secret);
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus tokens revoke`: revokes a token by id.
+pub async fn revoke_token(settings: Settings, token_id: Uuid) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        if crate::tokens::revoke(&app.pool, token_id).await? {
+            println!("revoked {token_id}");
+            Ok(())
+        } else {
+            anyhow::bail!("no live token with id {token_id}")
+        }
+    })
+    .await
+}
+
+/// `chorus schema`: prints the GraphQL schema (SDL).
+pub fn print_schema() {
+    print!("{}", crate::graphql::sdl());
 }

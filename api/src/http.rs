@@ -1,31 +1,72 @@
 //! The HTTP surface.
 
+use std::sync::Arc;
+
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use chorus_projections::Projections;
+
+use crate::app::App;
+use crate::graphql::{self, ChorusSchema, Viewer};
+use crate::tokens;
 use axum::routing::get;
 use chorus_postgres::PgEventStore;
 use serde_json::json;
 use sqlx::PgPool;
 
 /// What every handler can reach.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub store: PgEventStore,
     /// The public origin of every ActivityPub id, without a final `/`
     /// (e.g. `https://example.com`).
     pub base_url: String,
+    pub schema: ChorusSchema,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppState {
+    /// State whose GraphQL mutations answer without waiting for the read
+    /// models (see [`AppState::with_projections`]).
     pub fn new(pool: PgPool, store: PgEventStore, base_url: &url::Url) -> Self {
+        Self::build(pool, store, base_url, None)
+    }
+
+    /// State whose GraphQL mutations answer once `projections` show their effect.
+    pub fn with_projections(
+        pool: PgPool,
+        store: PgEventStore,
+        base_url: &url::Url,
+        projections: Arc<Projections>,
+    ) -> Self {
+        Self::build(pool, store, base_url, Some(projections))
+    }
+
+    fn build(
+        pool: PgPool,
+        store: PgEventStore,
+        base_url: &url::Url,
+        projections: Option<Arc<Projections>>,
+    ) -> Self {
+        let base_url = base_url.as_str().trim_end_matches('/').to_owned();
+        let app = App::new(store.clone(), &base_url);
         Self {
             pool,
             store,
-            base_url: base_url.as_str().trim_end_matches('/').to_owned(),
+            base_url,
+            schema: graphql::schema(app, projections),
         }
     }
 }
@@ -35,8 +76,48 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/graphql", get(graphiql).post(graphql_request))
         .merge(crate::activitypub::routes())
         .with_state(state)
+}
+
+/// GraphiQL, for exploring the API from a browser.
+async fn graphiql() -> Html<String> {
+    Html(
+        async_graphql::http::GraphiQLSource::build()
+            .endpoint("/graphql")
+            .finish(),
+    )
+}
+
+/// A GraphQL request, acting as the owner of the bearer token (if any).
+async fn graphql_request(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let viewer = match bearer {
+        None => None,
+        Some(secret) => match tokens::authenticate(&state.pool, secret).await {
+            Ok(Some(owner)) => Some(owner),
+            Ok(None) => {
+                return (StatusCode::UNAUTHORIZED, Json(json!({ "errors": [{ "message": "invalid or revoked token", "extensions": { "code": "UNAUTHENTICATED" } }] })))
+                    .into_response();
+            }
+            Err(error) => {
+                tracing::error!(%error, "token lookup failed");
+                return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "errors": [{ "message": "internal error", "extensions": { "code": "INTERNAL" } }] })))
+                    .into_response();
+            }
+        },
+    };
+    let request = request.into_inner().data(Viewer(viewer));
+    GraphQLResponse::from(state.schema.execute(request).await).into_response()
 }
 
 /// The process is up and serving.

@@ -2,9 +2,13 @@
 //! the `chorus` binary.
 
 pub mod activitypub;
+pub mod app;
 pub mod commands;
 pub mod config;
 pub mod database;
+pub mod graphql;
 pub mod http;
+pub mod keys;
+pub mod tokens;
 
 pub use config::Settings;

@@ -33,6 +33,47 @@ enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// Manage local accounts.
+    Accounts {
+        #[command(subcommand)]
+        action: AccountAction,
+    },
+    /// Manage API tokens.
+    Tokens {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Print the GraphQL schema (SDL).
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountAction {
+    /// Create a local account; prints its first API token.
+    Create {
+        /// 1 to 30 letters, digits or `_`.
+        handle: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Follow requests wait for approval.
+        #[arg(long)]
+        locked: bool,
+        /// May run admin operations.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Issue another API token for an account.
+    Create {
+        handle: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Revoke a token by its id.
+    Revoke { token_id: uuid::Uuid },
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +106,25 @@ fn main() -> ExitCode {
             Command::Cluster {
                 action: ClusterAction::Stop,
             } => commands::cluster_stop(settings).await,
+            Command::Accounts {
+                action:
+                    AccountAction::Create {
+                        handle,
+                        display_name,
+                        locked,
+                        admin,
+                    },
+            } => commands::create_account(settings, handle, display_name, locked, admin).await,
+            Command::Tokens {
+                action: TokenAction::Create { handle, label },
+            } => commands::create_token(settings, handle, label).await,
+            Command::Tokens {
+                action: TokenAction::Revoke { token_id },
+            } => commands::revoke_token(settings, token_id).await,
+            Command::Schema => {
+                commands::print_schema();
+                Ok(())
+            }
         }
     });
     match result {

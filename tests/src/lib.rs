@@ -1,5 +1,6 @@
 //! Test support for Chorus: a fresh Postgres database per test on a
 //! throwaway cluster, and the contract suite every event store must pass.
 
+pub mod app;
 pub mod contract;
 pub mod pg;

@@ -1,0 +1,432 @@
+//! The local actions of the federation table, each producing its outbound
+//! activity inside the event it appends.
+
+use chorus_domain::Position;
+use chorus_domain::interactions::{self, InteractionState, favorite_stream, reblog_stream};
+use chorus_domain::posts::{
+    self, Author, CreatePost, EditPost, Mention, PostState, ReplyTarget, Standing, Visibility,
+    post_stream,
+};
+use chorus_domain::relationships::{self, Followee, RelationshipState, relationship_stream};
+use uuid::Uuid;
+
+use super::{App, AppError, LocalActor};
+
+/// A new post or reply.
+#[derive(Clone, Debug)]
+pub struct PostInput {
+    pub text: String,
+    pub summary: Option<String>,
+    pub sensitive: bool,
+    pub visibility: Visibility,
+    /// The post replied to: its id or ActivityPub id.
+    pub in_reply_to: Option<String>,
+}
+
+/// Where a command landed: the post it concerns and the log position to wait
+/// for before reading the result back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub post_id: Option<Uuid>,
+    pub uri: String,
+    pub position: Option<Position>,
+}
+
+impl App {
+    /// The id of a local post from its id or ActivityPub id.
+    pub fn post_id(&self, reference: &str) -> Result<Uuid, AppError> {
+        let prefix = format!("{}/posts/", self.base_url);
+        let id = reference.strip_prefix(&prefix).unwrap_or(reference);
+        Uuid::parse_str(id).map_err(|_| AppError::NotFound {
+            what: "post",
+            id: reference.to_owned(),
+        })
+    }
+
+    async fn post_state(&self, reference: &str) -> Result<(Uuid, PostState), AppError> {
+        let id = self.post_id(reference)?;
+        let (state, _) = self.load::<PostState>(&post_stream(id)).await?;
+        if state.created.is_none() {
+            return Err(AppError::NotFound {
+                what: "post",
+                id: reference.to_owned(),
+            });
+        }
+        Ok((id, state))
+    }
+
+    /// How `actor` stands towards `other`: follows them? blocked either way?
+    pub async fn standing(&self, actor: &str, other: &str) -> Result<Standing, AppError> {
+        if actor == other {
+            return Ok(Standing::default());
+        }
+        let (state, _) = self
+            .load::<RelationshipState>(&relationship_stream(actor, other))
+            .await?;
+        Ok(Standing {
+            follows_author: state.follows(actor, other),
+            blocked: state.blocked_either_way(actor, other),
+        })
+    }
+
+    /// The mentions in `text` that name local actors.
+    async fn mentions(&self, text: &str) -> Result<Vec<Mention>, AppError> {
+        let mut out = Vec::new();
+        for acct in posts::mentioned_accts(text) {
+            if let Ok(actor) = self.resolve_actor(&acct).await {
+                out.push(Mention {
+                    acct,
+                    uri: actor.uri,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn create_post(
+        &self,
+        actor: &LocalActor,
+        input: PostInput,
+    ) -> Result<Target, AppError> {
+        let post_id = Uuid::now_v7();
+        let parent = match &input.in_reply_to {
+            Some(reference) => {
+                let (_, parent) = self.post_state(reference).await?;
+                let author = parent
+                    .created
+                    .as_ref()
+                    .map(|p| p.author.clone())
+                    .unwrap_or_default();
+                let standing = self.standing(&actor.uri, &author).await?;
+                Some((parent, standing))
+            }
+            None => None,
+        };
+        let mentions = self.mentions(&input.text).await?;
+        let author = Author {
+            uri: actor.uri.clone(),
+            followers: actor.followers.clone(),
+        };
+        let base = self.base_url.clone();
+        let position = self
+            .execute::<PostState, _>(&post_stream(post_id), Some(&actor.uri), |_| {
+                let command = CreatePost {
+                    post_id,
+                    text: input.text.clone(),
+                    summary: input.summary.clone(),
+                    sensitive: input.sensitive,
+                    visibility: input.visibility,
+                    mentions: mentions.clone(),
+                };
+                let reply_to = parent.as_ref().map(|(parent, standing)| ReplyTarget {
+                    parent,
+                    standing: *standing,
+                });
+                Ok(posts::create(
+                    &author,
+                    command,
+                    reply_to,
+                    &base,
+                    chrono::Utc::now(),
+                )?)
+            })
+            .await?;
+        Ok(Target {
+            post_id: Some(post_id),
+            uri: posts::post_uri(&self.base_url, post_id),
+            position,
+        })
+    }
+
+    pub async fn edit_post(
+        &self,
+        actor: &LocalActor,
+        reference: &str,
+        text: String,
+        summary: Option<String>,
+        sensitive: bool,
+    ) -> Result<Target, AppError> {
+        let id = self.post_id(reference)?;
+        let mentions = self.mentions(&text).await?;
+        let base = self.base_url.clone();
+        let position = self
+            .execute::<PostState, _>(&post_stream(id), Some(&actor.uri), |state| {
+                let command = EditPost {
+                    text: text.clone(),
+                    summary: summary.clone(),
+                    sensitive,
+                    mentions: mentions.clone(),
+                };
+                Ok(posts::edit(
+                    state,
+                    &actor.uri,
+                    command,
+                    &base,
+                    chrono::Utc::now(),
+                )?)
+            })
+            .await?;
+        Ok(Target {
+            post_id: Some(id),
+            uri: posts::post_uri(&self.base_url, id),
+            position,
+        })
+    }
+
+    pub async fn delete_post(
+        &self,
+        actor: &LocalActor,
+        reference: &str,
+    ) -> Result<Target, AppError> {
+        let id = self.post_id(reference)?;
+        let position = self
+            .execute::<PostState, _>(&post_stream(id), Some(&actor.uri), |state| {
+                Ok(posts::delete(state, &actor.uri, chrono::Utc::now())?)
+            })
+            .await?;
+        Ok(Target {
+            post_id: Some(id),
+            uri: posts::post_uri(&self.base_url, id),
+            position,
+        })
+    }
+
+    pub async fn favorite(&self, actor: &LocalActor, reference: &str) -> Result<Target, AppError> {
+        let (id, post) = self.post_state(reference).await?;
+        let live = post.live().cloned();
+        let author = post
+            .created
+            .as_ref()
+            .map(|p| p.author.clone())
+            .unwrap_or_default();
+        let standing = self.standing(&actor.uri, &author).await?;
+        let uri = posts::post_uri(&self.base_url, id);
+        let like_id = self.activity_id();
+        let position = self
+            .execute::<InteractionState, _>(
+                &favorite_stream(&actor.uri, &uri),
+                Some(&actor.uri),
+                |state| {
+                    let target = interactions::Target {
+                        post: live.as_ref(),
+                        mentions: post.mentions(),
+                        standing,
+                    };
+                    Ok(interactions::favorite(
+                        state, &actor.uri, &target, &like_id,
+                    )?)
+                },
+            )
+            .await?;
+        Ok(Target {
+            post_id: Some(id),
+            uri,
+            position,
+        })
+    }
+
+    pub async fn unfavorite(
+        &self,
+        actor: &LocalActor,
+        reference: &str,
+    ) -> Result<Target, AppError> {
+        let (id, post) = self.post_state(reference).await?;
+        let author = post
+            .created
+            .as_ref()
+            .map(|p| p.author.clone())
+            .unwrap_or_default();
+        let uri = posts::post_uri(&self.base_url, id);
+        let undo_id = self.activity_id();
+        let position = self
+            .execute::<InteractionState, _>(
+                &favorite_stream(&actor.uri, &uri),
+                Some(&actor.uri),
+                |state| {
+                    Ok(interactions::unfavorite(
+                        state, &actor.uri, &uri, &author, &undo_id,
+                    )?)
+                },
+            )
+            .await?;
+        Ok(Target {
+            post_id: Some(id),
+            uri,
+            position,
+        })
+    }
+
+    pub async fn reblog(&self, actor: &LocalActor, reference: &str) -> Result<Target, AppError> {
+        let (id, post) = self.post_state(reference).await?;
+        let live = post.live().cloned();
+        let author = post
+            .created
+            .as_ref()
+            .map(|p| p.author.clone())
+            .unwrap_or_default();
+        let standing = self.standing(&actor.uri, &author).await?;
+        let uri = posts::post_uri(&self.base_url, id);
+        let announce_id = self.activity_id();
+        let position = self
+            .execute::<InteractionState, _>(
+                &reblog_stream(&actor.uri, &uri),
+                Some(&actor.uri),
+                |state| {
+                    let target = interactions::Target {
+                        post: live.as_ref(),
+                        mentions: post.mentions(),
+                        standing,
+                    };
+                    Ok(interactions::reblog(
+                        state,
+                        &actor.uri,
+                        &actor.followers,
+                        &target,
+                        &announce_id,
+                        chrono::Utc::now(),
+                    )?)
+                },
+            )
+            .await?;
+        Ok(Target {
+            post_id: Some(id),
+            uri,
+            position,
+        })
+    }
+
+    pub async fn unreblog(&self, actor: &LocalActor, reference: &str) -> Result<Target, AppError> {
+        let (id, post) = self.post_state(reference).await?;
+        let author = post
+            .created
+            .as_ref()
+            .map(|p| p.author.clone())
+            .unwrap_or_default();
+        let uri = posts::post_uri(&self.base_url, id);
+        let undo_id = self.activity_id();
+        let position = self
+            .execute::<InteractionState, _>(
+                &reblog_stream(&actor.uri, &uri),
+                Some(&actor.uri),
+                |state| {
+                    Ok(interactions::unreblog(
+                        state,
+                        &actor.uri,
+                        &actor.followers,
+                        &uri,
+                        &author,
+                        &undo_id,
+                    )?)
+                },
+            )
+            .await?;
+        Ok(Target {
+            post_id: Some(id),
+            uri,
+            position,
+        })
+    }
+
+    /// Runs a relationship decision between `actor` and the actor `other` refers to.
+    async fn relate<F>(
+        &self,
+        actor: &LocalActor,
+        other: &str,
+        mut decide: F,
+    ) -> Result<Target, AppError>
+    where
+        F: FnMut(
+            &RelationshipState,
+            &LocalActor,
+        ) -> Result<Vec<chorus_domain::DomainEvent>, AppError>,
+    {
+        let other = self.resolve_actor(other).await?;
+        let position = self
+            .execute::<RelationshipState, _>(
+                &relationship_stream(&actor.uri, &other.uri),
+                Some(&actor.uri),
+                |state| decide(state, &other),
+            )
+            .await?;
+        Ok(Target {
+            post_id: None,
+            uri: other.uri,
+            position,
+        })
+    }
+
+    pub async fn follow(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
+        let (follow_id, accept_id) = (self.activity_id(), self.activity_id());
+        self.relate(actor, other, |state, other| {
+            let followee = Followee {
+                uri: other.uri.clone(),
+                locked: other.locked,
+                local: true,
+            };
+            Ok(relationships::follow(
+                state, &actor.uri, &followee, &follow_id, &accept_id,
+            )?)
+        })
+        .await
+    }
+
+    pub async fn unfollow(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
+        let undo_id = self.activity_id();
+        self.relate(actor, other, |state, other| {
+            Ok(relationships::unfollow(
+                state, &actor.uri, &other.uri, &undo_id,
+            )?)
+        })
+        .await
+    }
+
+    /// Approves `follower`'s pending request to follow `actor`.
+    pub async fn approve_follow(
+        &self,
+        actor: &LocalActor,
+        follower: &str,
+    ) -> Result<Target, AppError> {
+        let accept_id = self.activity_id();
+        self.relate(actor, follower, |state, other| {
+            Ok(relationships::approve(
+                state, &actor.uri, &other.uri, &accept_id,
+            )?)
+        })
+        .await
+    }
+
+    /// Rejects `follower`'s request (or removes them as a follower).
+    pub async fn reject_follow(
+        &self,
+        actor: &LocalActor,
+        follower: &str,
+    ) -> Result<Target, AppError> {
+        let reject_id = self.activity_id();
+        self.relate(actor, follower, |state, other| {
+            Ok(relationships::reject(
+                state, &actor.uri, &other.uri, &reject_id,
+            )?)
+        })
+        .await
+    }
+
+    pub async fn block(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
+        let block_id = self.activity_id();
+        self.relate(actor, other, |state, other| {
+            Ok(relationships::block(
+                state, &actor.uri, &other.uri, &block_id,
+            )?)
+        })
+        .await
+    }
+
+    pub async fn unblock(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
+        let undo_id = self.activity_id();
+        self.relate(actor, other, |state, other| {
+            Ok(relationships::unblock(
+                state, &actor.uri, &other.uri, &undo_id,
+            )?)
+        })
+        .await
+    }
+}

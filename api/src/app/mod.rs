@@ -1,0 +1,267 @@
+//! The command side: local actions decided against the current state of
+//! their streams and appended to the log.
+//!
+//! Each command loads the stream(s) it needs, folds them, calls a pure
+//! decision from `chorus_domain`, and appends the resulting events at the
+//! stream version it read. If another writer got there first, it loads and
+//! decides again.
+
+mod accounts;
+mod actions;
+
+use chorus_domain::actors::{self, ActorRegistered, ActorState, Handle};
+use chorus_domain::interactions::{InteractionError, InteractionState};
+use chorus_domain::posts::{PostError, PostState};
+use chorus_domain::relationships::{RelationshipError, RelationshipState};
+use chorus_domain::{
+    AppendOutcome, DomainEvent, EventStore, EventStoreError, ExpectedVersion, Metadata, Position,
+    StreamId,
+};
+use chorus_postgres::PgEventStore;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use accounts::NewAccount;
+pub use actions::{PostInput, Target};
+
+/// Why a command was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Handle(#[from] actors::HandleError),
+    #[error("{0}")]
+    Actor(#[from] actors::ActorError),
+    #[error("{0}")]
+    Post(#[from] PostError),
+    #[error("{0}")]
+    Relationship(#[from] RelationshipError),
+    #[error("{0}")]
+    Interaction(#[from] InteractionError),
+    #[error("no such {what}: {id}")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the state changed under this command too many times; try again")]
+    Contended,
+    #[error("event store failure")]
+    Store(#[source] EventStoreError),
+    #[error("database failure")]
+    Database(#[from] sqlx::Error),
+    #[error("could not generate keys")]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("stored event is unreadable")]
+    Decode(#[from] chorus_domain::events::DecodeError),
+}
+
+impl From<EventStoreError> for AppError {
+    fn from(error: EventStoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl AppError {
+    /// A stable code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Handle(_) => "INVALID_HANDLE",
+            Self::Actor(actors::ActorError::HandleTaken(_)) => "HANDLE_TAKEN",
+            Self::Actor(actors::ActorError::DisplayNameTooLong) => "DISPLAY_NAME_TOO_LONG",
+            Self::Post(e) => e.code(),
+            Self::Relationship(e) => e.code(),
+            Self::Interaction(e) => e.code(),
+            Self::NotFound { .. } => "NOT_FOUND",
+            Self::Invalid(_) => "INVALID_INPUT",
+            Self::Contended => "CONFLICT",
+            Self::Store(_) | Self::Database(_) | Self::Keys(_) | Self::Decode(_) => "INTERNAL",
+        }
+    }
+
+    /// Whether the cause is on the server's side (5xx), not the caller's.
+    pub fn is_internal(&self) -> bool {
+        self.code() == "INTERNAL"
+    }
+}
+
+/// A local actor, as commands need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalActor {
+    pub actor_id: Uuid,
+    pub handle: Handle,
+    pub uri: String,
+    pub followers: String,
+    pub locked: bool,
+    pub admin: bool,
+}
+
+impl From<&ActorRegistered> for LocalActor {
+    fn from(e: &ActorRegistered) -> Self {
+        Self {
+            actor_id: e.actor_id,
+            handle: e.handle.clone(),
+            uri: e.uris.id.clone(),
+            followers: e.uris.followers.clone(),
+            locked: e.locked,
+            admin: e.admin,
+        }
+    }
+}
+
+/// State folded from a stream's domain events.
+pub trait Fold: Default {
+    fn fold(&mut self, event: &DomainEvent);
+}
+
+macro_rules! fold_via_apply {
+    ($($state:ty),*) => {$(
+        impl Fold for $state {
+            fn fold(&mut self, event: &DomainEvent) {
+                self.apply(event);
+            }
+        }
+    )*};
+}
+fold_via_apply!(ActorState, PostState, RelationshipState, InteractionState);
+
+/// How many times a command is decided again after losing a race.
+const ATTEMPTS: usize = 5;
+
+/// The command side of Chorus.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub store: PgEventStore,
+    pub pool: PgPool,
+    /// The public origin, without a final `/`.
+    pub base_url: String,
+}
+
+impl App {
+    pub fn new(store: PgEventStore, base_url: &str) -> Self {
+        Self {
+            pool: store.pool().clone(),
+            store,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// This server's host (with port, if any): the domain of local `acct:`s.
+    pub fn host(&self) -> &str {
+        self.base_url.split("://").nth(1).unwrap_or(&self.base_url)
+    }
+
+    /// Folds every event of `stream`; also returns its version.
+    pub async fn load<S: Fold>(&self, stream: &StreamId) -> Result<(S, u64), AppError> {
+        let mut state = S::default();
+        let mut version = 0;
+        loop {
+            let page = self.store.read_stream(stream, version + 1, 1000).await?;
+            let Some(last) = page.last() else { break };
+            version = last.stream_version;
+            for event in &page {
+                if let Some(event) = DomainEvent::from_recorded(event)? {
+                    state.fold(&event);
+                }
+            }
+        }
+        Ok((state, version))
+    }
+
+    /// Loads `stream`, decides, and appends the decision at the version read;
+    /// decides again if the stream moved in between. Returns the position of
+    /// the last event appended (or `None` if the decision was to do nothing).
+    pub async fn execute<S, F>(
+        &self,
+        stream: &StreamId,
+        actor: Option<&str>,
+        mut decide: F,
+    ) -> Result<Option<Position>, AppError>
+    where
+        S: Fold,
+        F: FnMut(&S) -> Result<Vec<DomainEvent>, AppError>,
+    {
+        let correlation = Uuid::now_v7();
+        for _ in 0..ATTEMPTS {
+            let (state, version) = self.load::<S>(stream).await?;
+            let events = decide(&state)?;
+            if events.is_empty() {
+                return Ok(None);
+            }
+            let expected = if version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version)
+            };
+            let new_events = events
+                .iter()
+                .map(|e| {
+                    e.to_new_event().map(|n| {
+                        n.with_metadata(Metadata {
+                            actor: actor.map(str::to_owned),
+                            correlation_id: Some(correlation),
+                            ..Metadata::default()
+                        })
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| AppError::Invalid(format!("event could not be encoded: {e}")))?;
+            match self.store.append(stream, expected, new_events).await {
+                Ok(outcome) => return Ok(last_position(&outcome)),
+                Err(EventStoreError::WrongExpectedVersion { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(AppError::Contended)
+    }
+
+    /// The local actor with `handle`, from its stream (authoritative, so an
+    /// account can act the moment it exists).
+    pub async fn local_actor(&self, handle: &Handle) -> Result<Option<LocalActor>, AppError> {
+        let (state, _) = self
+            .load::<ActorState>(&actors::actor_stream(handle))
+            .await?;
+        Ok(state.registered.as_ref().map(LocalActor::from))
+    }
+
+    /// The local actor whose ActivityPub id is `uri`.
+    pub async fn local_actor_by_uri(&self, uri: &str) -> Result<Option<LocalActor>, AppError> {
+        let prefix = format!("{}/users/", self.base_url);
+        let Some(handle) = uri.strip_prefix(&prefix) else {
+            return Ok(None);
+        };
+        let Ok(handle) = Handle::parse(handle) else {
+            return Ok(None);
+        };
+        self.local_actor(&handle).await
+    }
+
+    /// Resolves an actor reference: a handle (`alice`, `@alice`,
+    /// `alice@this.host`) or an ActivityPub id of a local actor.
+    pub async fn resolve_actor(&self, reference: &str) -> Result<LocalActor, AppError> {
+        let not_found = || AppError::NotFound {
+            what: "actor",
+            id: reference.to_owned(),
+        };
+        if reference.starts_with("http://") || reference.starts_with("https://") {
+            return self
+                .local_actor_by_uri(reference)
+                .await?
+                .ok_or_else(not_found);
+        }
+        let acct = reference.trim().trim_start_matches('@');
+        let handle = match acct.split_once('@') {
+            Some((name, host)) if host.eq_ignore_ascii_case(self.host()) => name,
+            Some(_) => return Err(not_found()),
+            None => acct,
+        };
+        let handle = Handle::parse(handle).map_err(|_| not_found())?;
+        self.local_actor(&handle).await?.ok_or_else(not_found)
+    }
+
+    /// A new activity id under this server.
+    pub fn activity_id(&self) -> String {
+        format!("{}/activities/{}", self.base_url, Uuid::now_v7())
+    }
+}
+
+fn last_position(outcome: &AppendOutcome) -> Option<Position> {
+    outcome.last_position()
+}

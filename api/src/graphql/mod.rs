@@ -1,0 +1,138 @@
+//! The GraphQL API for apps: mutations run commands, queries read the read
+//! models with visibility enforced in SQL.
+
+mod mutations;
+mod queries;
+mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{EmptySubscription, ErrorExtensions, Schema};
+use chorus_domain::Position;
+use chorus_projections::Projections;
+use sqlx::PgPool;
+
+use crate::app::{App, AppError, LocalActor};
+use crate::tokens::TokenOwner;
+
+pub use mutations::MutationRoot;
+pub use queries::QueryRoot;
+
+/// The schema type.
+pub type ChorusSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// The deepest query accepted.
+pub const MAX_DEPTH: usize = 12;
+/// The most complex query accepted (each field costs 1, lists by their size).
+pub const MAX_COMPLEXITY: usize = 2_000;
+/// The most items a page may ask for.
+pub const MAX_PAGE: i32 = 100;
+
+/// Builds the schema (without per-request data).
+pub fn schema(app: App, projections: Option<Arc<Projections>>) -> ChorusSchema {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .data(Services {
+            pool: app.pool.clone(),
+            app,
+            projections,
+        })
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// The schema in SDL, as exported to `docs/schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub app: App,
+    pub pool: PgPool,
+    pub projections: Option<Arc<Projections>>,
+}
+
+impl Services {
+    /// Waits until the read models show everything up to `position`, so a
+    /// mutation's answer reflects the mutation (read-your-writes).
+    pub async fn caught_up(&self, position: Option<Position>) {
+        if let (Some(projections), Some(position)) = (&self.projections, position)
+            && !projections.wait_for(position, Duration::from_secs(5)).await
+        {
+            tracing::warn!(%position, "read models did not catch up within 5 s");
+        }
+    }
+}
+
+/// Who is asking: set per request from the bearer token.
+#[derive(Clone, Debug)]
+pub struct Viewer(pub Option<TokenOwner>);
+
+/// A GraphQL error with a stable `code` extension.
+pub(crate) fn error(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))
+}
+
+impl From<AppError> for GraphqlError {
+    fn from(e: AppError) -> Self {
+        if e.is_internal() {
+            // The cause stays in the log; the client gets no details.
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "command failed");
+            return GraphqlError(error("INTERNAL", "internal error"));
+        }
+        GraphqlError(error(e.code(), e.to_string()))
+    }
+}
+
+impl From<sqlx::Error> for GraphqlError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "query failed");
+        GraphqlError(error("INTERNAL", "internal error"))
+    }
+}
+
+/// Carries an `async_graphql::Error` through `?`.
+pub(crate) struct GraphqlError(pub async_graphql::Error);
+
+impl From<GraphqlError> for async_graphql::Error {
+    fn from(e: GraphqlError) -> Self {
+        e.0
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, async_graphql::Error>;
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> async_graphql::Error {
+    tracing::error!(error = %e, "query failed");
+    error("INTERNAL", "internal error")
+}
+
+/// The acting local actor, or UNAUTHENTICATED.
+pub(crate) async fn acting(ctx: &async_graphql::Context<'_>) -> Result<LocalActor> {
+    let viewer = ctx
+        .data::<Viewer>()
+        .map_err(|_| error("UNAUTHENTICATED", "sign in with a bearer token"))?;
+    let owner = viewer
+        .0
+        .as_ref()
+        .ok_or_else(|| error("UNAUTHENTICATED", "sign in with a bearer token"))?;
+    let services = ctx.data::<Services>()?;
+    services
+        .app
+        .local_actor_by_uri(&owner.actor_uri)
+        .await
+        .map_err(|e| GraphqlError::from(e).0)?
+        .ok_or_else(|| error("UNAUTHENTICATED", "the token's account no longer exists"))
+}
+
+/// The viewer's actor id, if signed in.
+pub(crate) fn viewer_uri(ctx: &async_graphql::Context<'_>) -> Option<String> {
+    ctx.data::<Viewer>()
+        .ok()
+        .and_then(|v| v.0.as_ref().map(|o| o.actor_uri.clone()))
+}
