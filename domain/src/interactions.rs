@@ -152,7 +152,7 @@ pub fn favorite(
         "Like",
         actor,
         Value::String(post.uri.clone()),
-        &[post.author.clone()],
+        std::slice::from_ref(&post.author),
         &[],
     );
     Ok(vec![DomainEvent::Favorited(Favorited {

@@ -206,8 +206,19 @@ fn tokens(line: &str) -> Vec<Token> {
                         .iter()
                         .take_while(|c| c.is_alphanumeric() || **c == '.' || **c == '-')
                         .collect();
-                    let domain = domain.trim_end_matches(['.', '-']).to_owned();
+                    let mut domain = domain.trim_end_matches(['.', '-']).to_owned();
                     if domain.contains('.') || domain == "localhost" {
+                        // A server on a non-default port: `@alice@127.0.0.1:3000`.
+                        let after = i + len + 1 + domain.chars().count();
+                        if chars.get(after) == Some(&':') {
+                            let port: String = chars[after + 1..]
+                                .iter()
+                                .take_while(|c| c.is_ascii_digit())
+                                .collect();
+                            if !port.is_empty() {
+                                domain = format!("{domain}:{port}");
+                            }
+                        }
                         len += 1 + domain.chars().count();
                         acct = format!("{acct}@{domain}");
                     }

@@ -23,12 +23,32 @@ pub enum ProjectionError {
         #[source]
         source: serde_json::Error,
     },
+    /// A stored event of a known type that this code cannot read: a newer
+    /// schema version, or a payload that does not match its schema. The
+    /// runner retries rather than skips it, so the projection waits for a
+    /// release that understands it instead of silently diverging.
+    #[error("event {event_id} ({event_type}) cannot be decoded")]
+    Decode {
+        event_id: chorus_domain::EventId,
+        event_type: String,
+        #[source]
+        source: chorus_domain::events::DecodeError,
+    },
 }
 
 impl ProjectionError {
     /// Wraps a payload decoding error with the event it came from.
     pub fn payload(event: &RecordedEvent, source: serde_json::Error) -> Self {
         Self::Payload {
+            event_id: event.id,
+            event_type: event.event_type.clone(),
+            source,
+        }
+    }
+
+    /// Wraps a domain decoding error with the event it came from.
+    pub fn decode(event: &RecordedEvent, source: chorus_domain::events::DecodeError) -> Self {
+        Self::Decode {
             event_id: event.id,
             event_type: event.event_type.clone(),
             source,

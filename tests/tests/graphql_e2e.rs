@@ -129,7 +129,10 @@ async fn local_accounts_walk_every_action_through_graphql() {
         )
         .await;
     assert_eq!(me["me"]["handle"], "alice");
-    // TEMP assert_eq!(me["me"]["acct"], format!("alice@{}", app.base_url.trim_start_matches("http://")));
+    assert_eq!(
+        me["me"]["acct"],
+        format!("alice@{}", app.base_url.trim_start_matches("http://"))
+    );
 
     // Follows: unlocked accepts at once; locked waits for approval or rejection.
     assert_eq!(
@@ -474,4 +477,25 @@ async fn no_secret_ever_reaches_a_graphql_response_or_the_log() {
         log.iter()
             .all(|e| !e.contains("PRIVATE KEY") && !e.contains(&alice.token))
     );
+}
+
+#[tokio::test]
+async fn overly_deep_queries_are_refused() {
+    let app = spawn_app().await;
+    let mut query = String::from("id");
+    for _ in 0..chorus_api::graphql::MAX_DEPTH {
+        query = format!("inReplyTo {{ {query} }}");
+    }
+    let response = app
+        .graphql(
+            None,
+            &format!("{{ post(id: \"x\") {{ {query} }} }}"),
+            json!({}),
+        )
+        .await;
+    let message = response["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("nested too deep"), "{response}");
 }

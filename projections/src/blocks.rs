@@ -1,0 +1,62 @@
+//! Projection `blocks`: who blocks whom.
+
+use async_trait::async_trait;
+use chorus_domain::{DomainEvent, RecordedEvent};
+use sqlx::PgConnection;
+
+use crate::common::{decode, position};
+use crate::{Projection, ProjectionError};
+
+/// Keeps the `blocks` table.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Blocks;
+
+const EVENTS: &[&str] = &["Blocked", "Unblocked"];
+
+#[async_trait]
+impl Projection for Blocks {
+    fn name(&self) -> &'static str {
+        "blocks"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        EVENTS.contains(&event_type)
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        match decode(event)? {
+            Some(DomainEvent::Blocked(e)) => {
+                let (major, minor) = position(event);
+                // The pair's row is removed on unblock, so an existing one
+                // is this block applied before.
+                sqlx::query(
+                    "INSERT INTO blocks (blocker, blocked, block_id, created_at,
+                                         position_major, position_minor)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (blocker, blocked) DO NOTHING",
+                )
+                .bind(&e.blocker)
+                .bind(&e.blocked)
+                .bind(&e.block_id)
+                .bind(event.recorded_at)
+                .bind(major)
+                .bind(minor)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Some(DomainEvent::Unblocked(e)) => {
+                sqlx::query("DELETE FROM blocks WHERE blocker = $1 AND blocked = $2")
+                    .bind(&e.blocker)
+                    .bind(&e.blocked)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

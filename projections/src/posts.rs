@@ -1,0 +1,164 @@
+//! Projection `posts`: the current state of every post, and its edit history.
+
+use async_trait::async_trait;
+use chorus_domain::posts::{PostCreated, PostDeleted, PostEdited};
+use chorus_domain::{DomainEvent, RecordedEvent};
+use sqlx::PgConnection;
+
+use crate::common::{decode, position, visibility};
+use crate::{Projection, ProjectionError};
+
+/// Keeps the `posts` and `post_edits` tables.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Posts;
+
+const EVENTS: &[&str] = &["PostCreated", "PostEdited", "PostDeleted"];
+
+#[async_trait]
+impl Projection for Posts {
+    fn name(&self) -> &'static str {
+        "posts"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        EVENTS.contains(&event_type)
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        match decode(event)? {
+            Some(DomainEvent::PostCreated(e)) => created(conn, event, &e).await,
+            Some(DomainEvent::PostEdited(e)) => edited(conn, &e).await,
+            Some(DomainEvent::PostDeleted(e)) => deleted(conn, &e).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn created(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+    e: &PostCreated,
+) -> Result<(), ProjectionError> {
+    let (major, minor) = position(event);
+    // `PostCreated` is only ever appended for posts written here, hence
+    // `local`. A post is created once, so an existing row is this creation
+    // applied before (possibly edited or deleted since, which must stay).
+    sqlx::query(
+        "INSERT INTO posts (uri, post_id, author, local, content, source, summary, sensitive,
+                            visibility, in_reply_to, in_reply_to_author, thread_root, mentions,
+                            hashtags, to_recipients, cc_recipients, published, activity,
+                            position_major, position_minor)
+         VALUES ($1, $2, $3, true, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19)
+         ON CONFLICT (uri) DO NOTHING",
+    )
+    .bind(&e.uri)
+    .bind(e.post_id)
+    .bind(&e.author)
+    .bind(&e.content)
+    .bind(&e.source)
+    .bind(&e.summary)
+    .bind(e.sensitive)
+    .bind(visibility(e.visibility))
+    .bind(&e.in_reply_to)
+    .bind(&e.in_reply_to_author)
+    .bind(&e.thread_root)
+    .bind(&e.mentions)
+    .bind(&e.hashtags)
+    .bind(&e.to)
+    .bind(&e.cc)
+    .bind(e.published)
+    .bind(&e.activity)
+    .bind(major)
+    .bind(minor)
+    .execute(&mut *conn)
+    .await?;
+    // The original is version 1 of the history. A deleted post has no
+    // history any more, and applying its creation again must not bring the
+    // deleted text back.
+    sqlx::query(
+        "INSERT INTO post_edits (post_uri, version, content, source, summary, sensitive, edited_at)
+         SELECT uri, 1, $2, $3, $4, $5, $6 FROM posts WHERE uri = $1 AND deleted_at IS NULL
+         ON CONFLICT (post_uri, version) DO NOTHING",
+    )
+    .bind(&e.uri)
+    .bind(&e.content)
+    .bind(&e.source)
+    .bind(&e.summary)
+    .bind(e.sensitive)
+    .bind(e.published)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn edited(conn: &mut PgConnection, e: &PostEdited) -> Result<(), ProjectionError> {
+    // The current state takes the edit, and the history gets the next
+    // version, in one statement so that they cannot disagree. An edit is
+    // recognised by its time: if the history already holds a version from
+    // this edit, it was applied before and nothing changes. (Comparing with
+    // the latest edit's time instead would drop an edit whose clock ran
+    // behind the previous one's.)
+    //
+    // The stored Create keeps serving the outbox, so its Note is replaced
+    // by the edited one: the text a user edited away must not linger there.
+    sqlx::query(
+        "WITH edited AS (
+             UPDATE posts
+             SET content = $2, source = $3, summary = $4, sensitive = $5, mentions = $6,
+                 hashtags = $7, edited_at = $8,
+                 activity = coalesce(jsonb_set(activity, '{object}', $9), activity)
+             WHERE uri = $1
+               AND deleted_at IS NULL
+               AND NOT EXISTS (
+                   SELECT 1 FROM post_edits
+                   WHERE post_uri = $1 AND version > 1 AND edited_at = $8
+               )
+             RETURNING uri
+         )
+         INSERT INTO post_edits (post_uri, version, content, source, summary, sensitive, edited_at)
+         SELECT uri,
+                (SELECT coalesce(max(version), 0) + 1 FROM post_edits WHERE post_uri = edited.uri),
+                $2, $3, $4, $5, $8
+         FROM edited",
+    )
+    .bind(&e.uri)
+    .bind(&e.content)
+    .bind(&e.source)
+    .bind(&e.summary)
+    .bind(e.sensitive)
+    .bind(&e.mentions)
+    .bind(&e.hashtags)
+    .bind(e.updated)
+    .bind(e.activity.get("object"))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn deleted(conn: &mut PgConnection, e: &PostDeleted) -> Result<(), ProjectionError> {
+    // The row stays as a tombstone (the post answers as one, and replies
+    // still point at it), but nothing the author wrote may stay behind in a
+    // read model: the text, the content warning, what was derived from the
+    // text (mentions, hashtags), the stored Create, and every earlier
+    // version.
+    sqlx::query(
+        "UPDATE posts
+         SET deleted_at = $2, content = '', source = NULL, summary = NULL, mentions = '{}',
+             hashtags = '{}', activity = NULL
+         WHERE uri = $1 AND deleted_at IS NULL",
+    )
+    .bind(&e.uri)
+    .bind(e.deleted_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM post_edits WHERE post_uri = $1")
+        .bind(&e.uri)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
