@@ -68,10 +68,18 @@ pub async fn authenticate<'e>(
     if !secret.starts_with(PREFIX) {
         return Ok(None);
     }
+    // `last_used_at` is refreshed at most once a minute: writing it on every
+    // request would make each read commit (and flush) a write.
     let row: Option<(Uuid, Uuid, String)> = sqlx::query_as(
-        "UPDATE api_tokens SET last_used_at = now()
-         WHERE token_hash = $1 AND revoked_at IS NULL
-         RETURNING token_id, actor_id, actor_uri",
+        "WITH token AS (
+             SELECT token_id, actor_id, actor_uri, last_used_at FROM api_tokens
+             WHERE token_hash = $1 AND revoked_at IS NULL
+         ), touched AS (
+             UPDATE api_tokens SET last_used_at = now()
+             WHERE token_id = (SELECT token_id FROM token)
+               AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+         )
+         SELECT token_id, actor_id, actor_uri FROM token",
     )
     .bind(hash(secret))
     .fetch_optional(executor)

@@ -54,7 +54,7 @@ impl Default for StoreOptions {
         Self {
             page_size: 1000,
             poll_interval: Duration::from_secs(1),
-            max_horizon_backoff: Duration::from_millis(50),
+            max_horizon_backoff: Duration::from_millis(5),
         }
     }
 }
@@ -74,6 +74,10 @@ struct Inner {
     wake: watch::Sender<u64>,
     /// Asks the notifier task to announce appends to other processes.
     announce: Arc<Notify>,
+    /// The last event readers can see (below the horizon), kept by one
+    /// watcher task for every subscription of this store, so that idle
+    /// subscriptions do not each poll the database.
+    head: watch::Sender<Position>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -99,9 +103,16 @@ impl PgEventStore {
         // Our own announcements come back through LISTEN; the instance id lets
         // the listener ignore them (local subscribers were already woken).
         let instance = Uuid::new_v4().to_string();
+        let (head, _) = watch::channel(Position::START);
         let tasks = vec![
             tokio::spawn(listen(pool.clone(), wake.clone(), instance.clone())),
             tokio::spawn(announce_appends(pool.clone(), announce.clone(), instance)),
+            tokio::spawn(watch_head(
+                pool.clone(),
+                wake.clone(),
+                head.clone(),
+                options.clone(),
+            )),
         ];
         Self {
             inner: Arc::new(Inner {
@@ -109,6 +120,7 @@ impl PgEventStore {
                 options,
                 wake,
                 announce,
+                head,
                 tasks,
             }),
         }
@@ -156,33 +168,15 @@ impl PgEventStore {
         self.inner.announce.notify_one();
     }
 
-    /// True when committed events exist that readers cannot see yet because an
-    /// older transaction is still running.
-    async fn behind_horizon(&self) -> Result<bool, sqlx::Error> {
-        // `max` is one probe of the end of the primary key; a plain
-        // `EXISTS (... WHERE transaction_id >= xmin)` is planned as a scan
-        // of the whole table, because the bound is unknown when planning.
-        sqlx::query_scalar(
-            "SELECT coalesce((SELECT max(transaction_id) FROM events)
-                 >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint, false)",
-        )
-        .fetch_one(&self.inner.pool)
-        .await
-    }
-
     async fn run_subscription(
         self,
         mut after: Position,
         out: mpsc::Sender<Result<RecordedEvent, EventStoreError>>,
     ) {
         let options = &self.inner.options;
-        let mut wake = self.inner.wake.subscribe();
-        let mut backoff = Duration::from_millis(1);
+        let mut head = self.inner.head.subscribe();
         let mut failures = 0u32;
         loop {
-            // Mark the wake-up counter seen before reading, so an append that
-            // commits during the read wakes us again.
-            wake.borrow_and_update();
             let page = match self.read_all(after, options.page_size).await {
                 Ok(page) => {
                     failures = 0;
@@ -202,7 +196,6 @@ impl PgEventStore {
                     return;
                 }
             };
-            let delivered = !page.is_empty();
             let full = page.len() == options.page_size;
             for event in page {
                 after = event.position;
@@ -213,26 +206,15 @@ impl PgEventStore {
             if full {
                 continue;
             }
-            if delivered {
-                backoff = Duration::from_millis(1);
-            }
-            // Committed events waiting behind a running transaction are
-            // looked for again soon, whether or not anything notifies us;
-            // otherwise we wait for a notification or the fallback poll.
-            let wait = match self.behind_horizon().await {
-                Ok(true) => {
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(options.max_horizon_backoff);
-                    wait
-                }
-                Ok(false) | Err(_) => {
-                    backoff = Duration::from_millis(1);
-                    options.poll_interval
-                }
-            };
+            // Wait until the head watcher sees readable events past ours (or
+            // the fallback poll, should the watcher itself be stuck).
             tokio::select! {
-                _ = wake.changed() => {}
-                () = tokio::time::sleep(wait) => {}
+                moved = head.wait_for(|h| *h > after) => {
+                    if moved.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(options.poll_interval) => {}
                 () = out.closed() => return,
             }
         }
@@ -608,6 +590,70 @@ fn violated(error: &sqlx::Error) -> Option<&str> {
 
 fn backend(error: sqlx::Error) -> EventStoreError {
     EventStoreError::Backend(Box::new(error))
+}
+
+/// The readable head of the log and whether committed events wait behind a
+/// running transaction. Both are index probes: `max` and `ORDER BY … LIMIT 1`
+/// read the end of the primary key (a plain `EXISTS (… >= xmin)` would be
+/// planned as a scan of the whole table, the bound being unknown at planning).
+const HEAD: &str = "
+WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin)
+SELECT last.transaction_id, last.seq,
+       coalesce((SELECT max(transaction_id) FROM events) >= horizon.xmin, false)
+FROM horizon
+LEFT JOIN LATERAL (
+    SELECT transaction_id, seq FROM events WHERE transaction_id < horizon.xmin
+    ORDER BY transaction_id DESC, seq DESC LIMIT 1
+) AS last ON true";
+
+/// Keeps `head` at the last readable event: after every wake-up (local
+/// append, notification from another process), every few milliseconds while
+/// events wait behind a running transaction, and at the poll interval.
+async fn watch_head(
+    pool: PgPool,
+    wake: watch::Sender<u64>,
+    head: watch::Sender<Position>,
+    options: StoreOptions,
+) {
+    let mut wake = wake.subscribe();
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        // Seen before querying, so a wake-up during the query counts.
+        wake.borrow_and_update();
+        let wait = match sqlx::query_as::<_, (Option<i64>, Option<i64>, bool)>(HEAD)
+            .fetch_one(&pool)
+            .await
+        {
+            Ok((major, minor, pending)) => {
+                if let (Some(major), Some(minor)) = (major, minor) {
+                    let readable = from_db(major, minor);
+                    head.send_if_modified(|h| {
+                        let moved = readable > *h;
+                        if moved {
+                            *h = readable;
+                        }
+                        moved
+                    });
+                }
+                if pending {
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(options.max_horizon_backoff);
+                    wait
+                } else {
+                    backoff = Duration::from_millis(1);
+                    options.poll_interval
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "could not read the head of the log; retrying");
+                Duration::from_millis(200)
+            }
+        };
+        tokio::select! {
+            _ = wake.changed() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
 }
 
 /// Turns notifications from other processes into wake-ups, reconnecting when

@@ -91,6 +91,10 @@ impl Progress {
     }
 }
 
+/// The longest a projection goes without writing its checkpoint while it
+/// skips events it does not handle.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The most events applied in one transaction.
 const BATCH: usize = 500;
 
@@ -115,6 +119,7 @@ async fn run_from(
     progress: watch::Sender<Position>,
 ) {
     let name = projection.name();
+    let mut last_saved = std::time::Instant::now();
     'subscribe: loop {
         let mut events = store.subscribe_all(checkpoint).ready_chunks(BATCH);
         while let Some(batch) = events.next().await {
@@ -127,11 +132,21 @@ async fn run_from(
                 }
             };
             let mut failures = 0u32;
+            // Batches of events the projection ignores move it on without a
+            // transaction; the checkpoint is still written at least once a
+            // second, so a restart re-reads little.
+            let save_anyway = last_saved.elapsed() >= CHECKPOINT_INTERVAL;
             // A batch either applies whole, with its checkpoint, or not at
             // all; on failure it is retried, never skipped.
             loop {
-                match apply_batch(&store, projection.as_ref(), &batch).await {
-                    Ok(Some(position)) => {
+                match apply_batch(&store, projection.as_ref(), &batch, save_anyway).await {
+                    Ok(Some(Applied::Committed(position))) => {
+                        checkpoint = position;
+                        last_saved = std::time::Instant::now();
+                        progress.send_replace(position);
+                        break;
+                    }
+                    Ok(Some(Applied::Skipped(position))) => {
                         checkpoint = position;
                         progress.send_replace(position);
                         break;
@@ -150,15 +165,33 @@ async fn run_from(
     }
 }
 
+/// What became of a batch.
+enum Applied {
+    /// Rows and checkpoint committed together.
+    Committed(Position),
+    /// Nothing in it concerned the projection: no transaction was needed.
+    Skipped(Position),
+}
+
 async fn apply_batch(
     store: &PgEventStore,
     projection: &dyn Projection,
     batch: &[RecordedEvent],
-) -> Result<Option<Position>, ProjectionError> {
+    save_checkpoint_anyway: bool,
+) -> Result<Option<Applied>, ProjectionError> {
     let Some(last) = batch.last() else {
         return Ok(None);
     };
+    if !save_checkpoint_anyway && !batch.iter().any(|e| projection.handles(&e.event_type)) {
+        return Ok(Some(Applied::Skipped(last.position)));
+    }
     let mut tx = store.pool().begin().await?;
+    // Read models are derived: a commit lost in a crash loses its rows and its
+    // checkpoint together, and they are applied again from the log. So the
+    // commit need not wait for the disk.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     for event in batch {
         if projection.handles(&event.event_type) {
             let span = tracing::debug_span!("apply", projection = projection.name(), event_id = %event.id, event_type = %event.event_type);
@@ -168,5 +201,5 @@ async fn apply_batch(
     }
     checkpoints::save(&mut *tx, projection.name(), last.position).await?;
     tx.commit().await?;
-    Ok(Some(last.position))
+    Ok(Some(Applied::Committed(last.position)))
 }

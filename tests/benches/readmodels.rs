@@ -117,7 +117,9 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
     let base = "http://bench.chorus.test";
     let actors_n = scale(10_000);
     let posts_n = scale(1_000_000);
-    let viewers = 100.min(actors_n);
+    // 100 viewers following 200 actors each at full scale, so a post fans
+    // out to a couple of home timelines on average, as on a real server.
+    let viewers = scale(100).min(actors_n);
     let follows_per_viewer = 200.min(actors_n - 1);
     println!(
         "Read-model benchmarks: {actors_n} actors, {posts_n} posts, {viewers} viewers following {follows_per_viewer} each"
@@ -359,8 +361,11 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
         lags.max() as f64 / 1000.0
     );
 
-    // GET throughput: 32 keep-alive clients for 5 s each.
+    // GET throughput, from `wrk` (a C load generator, `apt-get install wrk`)
+    // when installed, else from 32 keep-alive clients in this process (which
+    // then compete with the server for the same two cores).
     let mut rates = Vec::new();
+    let domain = "bench.chorus.test";
     for (name, path, accept) in [
         (
             "actor document",
@@ -369,35 +374,52 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
         ),
         (
             "WebFinger",
-            "/.well-known/webfinger?resource=acct:user1@bench.chorus.test".to_owned(),
+            format!("/.well-known/webfinger?resource=acct:user1@{domain}"),
             "application/jrd+json",
         ),
     ] {
-        let done = Arc::new(AtomicU64::new(0));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let workers: Vec<_> = (0..32)
-            .map(|_| {
-                let client = client.clone();
-                let url = format!("{server}{path}");
-                let done = done.clone();
-                tokio::spawn(async move {
-                    while Instant::now() < deadline {
-                        let response = client.get(&url).header("Accept", accept).send().await?;
-                        if !response.status().is_success() {
-                            anyhow::bail!("GET {url}: {}", response.status());
-                        }
-                        response.bytes().await?;
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    anyhow::Ok(())
-                })
-            })
-            .collect();
-        for w in workers {
-            w.await??;
+        let url = format!("{server}{path}");
+        let check = client.get(&url).header("Accept", accept).send().await?;
+        if !check.status().is_success() {
+            anyhow::bail!("GET {url}: {}", check.status());
         }
-        let rate = done.load(Ordering::Relaxed) as f64 / 5.0;
-        println!("GET {name}: {rate:.0} requests/s (32 connections, client in the same process)");
+        let wrk = tokio::process::Command::new("wrk")
+            .args([
+                "-t",
+                "1",
+                "-c",
+                "32",
+                "-d",
+                "5s",
+                "-H",
+                &format!("Accept: {accept}"),
+                &url,
+            ])
+            .output()
+            .await;
+        let (rate, how) = match wrk {
+            Ok(output) if output.status.success() => {
+                let text = String::from_utf8_lossy(&output.stdout).to_string();
+                let non_2xx = text
+                    .lines()
+                    .find(|l| l.contains("Non-2xx"))
+                    .map(str::to_owned);
+                if let Some(line) = non_2xx {
+                    anyhow::bail!("wrk saw errors for {url}: {line}");
+                }
+                let rate = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Requests/sec:"))
+                    .and_then(|r| r.trim().parse::<f64>().ok())
+                    .context("no rate in wrk's output")?;
+                (rate, "wrk, 32 connections")
+            }
+            _ => (
+                builtin_load(&client, &url, accept).await?,
+                "built-in client, 32 connections",
+            ),
+        };
+        println!("GET {name}: {rate:.0} requests/s ({how})");
         rates.push((name, rate));
     }
 
@@ -422,4 +444,36 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Requests/s from 32 keep-alive clients in this process for 5 s.
+async fn builtin_load(
+    client: &reqwest::Client,
+    url: &str,
+    accept: &'static str,
+) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.to_owned();
+            let done = done.clone();
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let response = client.get(&url).header("Accept", accept).send().await?;
+                    if !response.status().is_success() {
+                        anyhow::bail!("GET {url}: {}", response.status());
+                    }
+                    response.bytes().await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / 5.0)
 }

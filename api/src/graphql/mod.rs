@@ -130,6 +130,12 @@ pub(crate) async fn acting(ctx: &async_graphql::Context<'_>) -> Result<LocalActo
         .ok_or_else(|| error("UNAUTHENTICATED", "the token's account no longer exists"))
 }
 
+/// The signed-in actor's id, or UNAUTHENTICATED; unlike [`acting`], without
+/// loading the account (for queries that only filter by it).
+pub(crate) fn signed_in(ctx: &async_graphql::Context<'_>) -> Result<String> {
+    viewer_uri(ctx).ok_or_else(|| error("UNAUTHENTICATED", "sign in with a bearer token"))
+}
+
 /// The viewer's actor id, if signed in.
 pub(crate) fn viewer_uri(ctx: &async_graphql::Context<'_>) -> Option<String> {
     ctx.data::<Viewer>()

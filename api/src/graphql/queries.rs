@@ -8,7 +8,7 @@ use super::types::{
     ACTOR_COLUMNS, Actor, Notification, NotificationKind, POST_COLUMNS, Post, TimelineItem,
     VISIBLE, connection, page_args,
 };
-use super::{Result, Services, acting, error, internal, viewer_uri};
+use super::{Result, Services, acting, error, internal, signed_in, viewer_uri};
 
 /// Which timeline.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -102,7 +102,7 @@ impl QueryRoot {
         let (first, (major, minor)) = page_args(first, after)?;
         let rows = match kind {
             TimelineKind::Home => {
-                let me = acting(ctx).await?;
+                let me = signed_in(ctx)?;
                 sqlx::query(&format!(
                     "SELECT {POST_COLUMNS}, {reblogger}, h.position_major, h.position_minor
                      FROM home_timeline h
@@ -114,7 +114,7 @@ impl QueryRoot {
                      LIMIT $4",
                     reblogger = ACTOR_COLUMNS.replace("a.", "ra.")
                 ))
-                .bind(me.uri)
+                .bind(me)
                 .bind(major)
                 .bind(minor)
                 .bind(first + 1)
@@ -250,8 +250,8 @@ impl QueryRoot {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Post>> {
-        let me = acting(ctx).await?;
-        posts_page(ctx, "favorites x", &me.uri, first, after).await
+        let me = signed_in(ctx)?;
+        posts_page(ctx, "favorites x", &me, first, after).await
     }
 
     /// Posts the signed-in actor reblogged, most recent first.
@@ -261,8 +261,8 @@ impl QueryRoot {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Post>> {
-        let me = acting(ctx).await?;
-        posts_page(ctx, "reblogs x", &me.uri, first, after).await
+        let me = signed_in(ctx)?;
+        posts_page(ctx, "reblogs x", &me, first, after).await
     }
 
     /// What happened to the signed-in actor, newest first.
