@@ -278,12 +278,14 @@ impl Post {
         .fetch_optional(pool)
         .await
         .map_err(internal)?;
-        Ok(row
-            .map(|r| Post::from_row(&r).map(|p| p.0))
+        row.map(|r| Post::from_row(&r).map(|p| p.0))
             .transpose()
-            .map_err(internal)?)
+            .map_err(internal)
     }
 }
+
+/// `post_edits` columns: version, content, summary, sensitive, edited_at.
+type EditRow = (i32, String, Option<String>, bool, DateTime<Utc>);
 
 /// One version of a post's text.
 #[derive(SimpleObject, Clone, Debug)]
@@ -338,7 +340,7 @@ impl Post {
     /// Every version of its text, oldest first.
     async fn edits(&self, ctx: &Context<'_>) -> Result<Vec<PostEdit>> {
         let s = ctx.data::<Services>()?;
-        let rows: Vec<(i32, String, Option<String>, bool, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<EditRow> = sqlx::query_as(
             "SELECT version, content, summary, sensitive, edited_at FROM post_edits WHERE post_uri = $1 ORDER BY version",
         )
         .bind(&self.uri)
