@@ -175,6 +175,8 @@ impl PgEventStore {
     ) {
         let options = &self.inner.options;
         let mut head = self.inner.head.subscribe();
+        // The head watcher idles while no one listens: have it look now.
+        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
         let mut failures = 0u32;
         loop {
             let page = match self.read_all(after, options.page_size).await {
@@ -620,6 +622,14 @@ async fn watch_head(
     loop {
         // Seen before querying, so a wake-up during the query counts.
         wake.borrow_and_update();
+        if head.receiver_count() == 0 {
+            // No subscription is listening: appends cost no reads. A new
+            // subscription wakes us.
+            if wake.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
         let wait = match sqlx::query_as::<_, (Option<i64>, Option<i64>, bool)>(HEAD)
             .fetch_one(&pool)
             .await
