@@ -619,7 +619,7 @@ async fn watch_head(
 ) {
     let mut wake = wake.subscribe();
     let mut backoff = Duration::from_millis(1);
-    loop {
+    while !pool.is_closed() {
         // Seen before querying, so a wake-up during the query counts.
         wake.borrow_and_update();
         if head.receiver_count() == 0 {
@@ -669,7 +669,8 @@ async fn watch_head(
 /// Turns notifications from other processes into wake-ups, reconnecting when
 /// the connection drops (and waking everyone then, in case one was missed).
 async fn listen(pool: PgPool, wake: watch::Sender<u64>, instance: String) {
-    loop {
+    // Each background task ends quietly once its pool is closed (shutdown).
+    while !pool.is_closed() {
         match PgListener::connect_with(&pool).await {
             Ok(mut listener) => {
                 if let Err(error) = listener.listen(NOTIFY_CHANNEL).await {
@@ -686,6 +687,7 @@ async fn listen(pool: PgPool, wake: watch::Sender<u64>, instance: String) {
                             // The connection was lost; sqlx reconnects, but
                             // notifications may have been missed meanwhile.
                             Ok(None) => wake.send_modify(|n| *n = n.wrapping_add(1)),
+                            Err(_) if pool.is_closed() => return,
                             Err(error) => {
                                 tracing::warn!(%error, "lost the LISTEN connection");
                                 break;
@@ -706,7 +708,7 @@ async fn listen(pool: PgPool, wake: watch::Sender<u64>, instance: String) {
 /// at most one per [`ANNOUNCE_INTERVAL`], committed without waiting for a disk
 /// flush (a lost notification costs a poll interval, never an event).
 async fn announce_appends(pool: PgPool, announce: Arc<Notify>, instance: String) {
-    loop {
+    while !pool.is_closed() {
         announce.notified().await;
         if let Err(error) =
             sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
