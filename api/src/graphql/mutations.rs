@@ -5,7 +5,7 @@ use async_graphql::{Context, ID, InputObject, Object};
 
 use super::types::{Post, Relationship, Visibility};
 use super::{GraphqlError, Result, Services, acting, error};
-use crate::app::{PostInput, Target};
+use crate::app::{App, AppError, LocalActor, PostInput, Target};
 
 /// A new post or reply.
 #[derive(InputObject, Debug)]
@@ -47,6 +47,32 @@ async fn relationship_after(ctx: &Context<'_>, me: &str, target: Target) -> Resu
     let s = ctx.data::<Services>()?;
     s.caught_up(target.position).await;
     Relationship::between(&s.pool, me, &target.uri).await
+}
+
+/// Runs a command on a post as the signed-in actor; answers with the post.
+async fn on_post<F, Fut>(ctx: &Context<'_>, command: F) -> Result<Post>
+where
+    F: FnOnce(App, LocalActor) -> Fut,
+    Fut: Future<Output = std::result::Result<Target, AppError>>,
+{
+    let me = acting(ctx).await?;
+    let app = ctx.data::<Services>()?.app.clone();
+    let target = command(app, me).await.map_err(GraphqlError::from)?;
+    post_after(ctx, target).await
+}
+
+/// Runs a relationship command as the signed-in actor; answers with the
+/// relationship it leaves.
+async fn on_actor<F, Fut>(ctx: &Context<'_>, command: F) -> Result<Relationship>
+where
+    F: FnOnce(App, LocalActor) -> Fut,
+    Fut: Future<Output = std::result::Result<Target, AppError>>,
+{
+    let me = acting(ctx).await?;
+    let app = ctx.data::<Services>()?.app.clone();
+    let uri = me.uri.clone();
+    let target = command(app, me).await.map_err(GraphqlError::from)?;
+    relationship_after(ctx, &uri, target).await
 }
 
 #[Object]
@@ -99,74 +125,40 @@ impl MutationRoot {
 
     /// Favorites a post (Like).
     async fn favorite(&self, ctx: &Context<'_>, post: ID) -> Result<Post> {
-        let me = acting(ctx).await?;
-        let target = ctx
-            .data::<Services>()?
-            .app
-            .favorite(&me, &post)
-            .await
-            .map_err(GraphqlError::from)?;
-        post_after(ctx, target).await
+        on_post(ctx, |app, me| async move { app.favorite(&me, &post).await }).await
     }
 
     /// Takes back a favorite (Undo{Like}).
     async fn unfavorite(&self, ctx: &Context<'_>, post: ID) -> Result<Post> {
-        let me = acting(ctx).await?;
-        let target = ctx
-            .data::<Services>()?
-            .app
-            .unfavorite(&me, &post)
-            .await
-            .map_err(GraphqlError::from)?;
-        post_after(ctx, target).await
+        on_post(
+            ctx,
+            |app, me| async move { app.unfavorite(&me, &post).await },
+        )
+        .await
     }
 
     /// Reblogs a post (Announce).
     async fn reblog(&self, ctx: &Context<'_>, post: ID) -> Result<Post> {
-        let me = acting(ctx).await?;
-        let target = ctx
-            .data::<Services>()?
-            .app
-            .reblog(&me, &post)
-            .await
-            .map_err(GraphqlError::from)?;
-        post_after(ctx, target).await
+        on_post(ctx, |app, me| async move { app.reblog(&me, &post).await }).await
     }
 
     /// Takes back a reblog (Undo{Announce}).
     async fn unreblog(&self, ctx: &Context<'_>, post: ID) -> Result<Post> {
-        let me = acting(ctx).await?;
-        let target = ctx
-            .data::<Services>()?
-            .app
-            .unreblog(&me, &post)
-            .await
-            .map_err(GraphqlError::from)?;
-        post_after(ctx, target).await
+        on_post(ctx, |app, me| async move { app.unreblog(&me, &post).await }).await
     }
 
     /// Follows an actor (Follow); unlocked local actors accept at once.
     async fn follow(&self, ctx: &Context<'_>, actor: String) -> Result<Relationship> {
-        let me = acting(ctx).await?;
-        let target = ctx
-            .data::<Services>()?
-            .app
-            .follow(&me, &actor)
-            .await
-            .map_err(GraphqlError::from)?;
-        relationship_after(ctx, &me.uri, target).await
+        on_actor(ctx, |app, me| async move { app.follow(&me, &actor).await }).await
     }
 
     /// Stops following, or withdraws a request (Undo{Follow}).
     async fn unfollow(&self, ctx: &Context<'_>, actor: String) -> Result<Relationship> {
-        let me = acting(ctx).await?;
-        let target = ctx
-            .data::<Services>()?
-            .app
-            .unfollow(&me, &actor)
-            .await
-            .map_err(GraphqlError::from)?;
-        relationship_after(ctx, &me.uri, target).await
+        on_actor(
+            ctx,
+            |app, me| async move { app.unfollow(&me, &actor).await },
+        )
+        .await
     }
 
     /// Approves a pending follow request (Accept{Follow}).
@@ -175,14 +167,10 @@ impl MutationRoot {
         ctx: &Context<'_>,
         actor: String,
     ) -> Result<Relationship> {
-        let me = acting(ctx).await?;
-        let target = ctx
-            .data::<Services>()?
-            .app
-            .approve_follow(&me, &actor)
-            .await
-            .map_err(GraphqlError::from)?;
-        relationship_after(ctx, &me.uri, target).await
+        on_actor(ctx, |app, me| async move {
+            app.approve_follow(&me, &actor).await
+        })
+        .await
     }
 
     /// Rejects a follow request or removes a follower (Reject{Follow}).
@@ -191,37 +179,19 @@ impl MutationRoot {
         ctx: &Context<'_>,
         actor: String,
     ) -> Result<Relationship> {
-        let me = acting(ctx).await?;
-        let target = ctx
-            .data::<Services>()?
-            .app
-            .reject_follow(&me, &actor)
-            .await
-            .map_err(GraphqlError::from)?;
-        relationship_after(ctx, &me.uri, target).await
+        on_actor(ctx, |app, me| async move {
+            app.reject_follow(&me, &actor).await
+        })
+        .await
     }
 
     /// Blocks an actor (Block); follows between you end.
     async fn block(&self, ctx: &Context<'_>, actor: String) -> Result<Relationship> {
-        let me = acting(ctx).await?;
-        let target = ctx
-            .data::<Services>()?
-            .app
-            .block(&me, &actor)
-            .await
-            .map_err(GraphqlError::from)?;
-        relationship_after(ctx, &me.uri, target).await
+        on_actor(ctx, |app, me| async move { app.block(&me, &actor).await }).await
     }
 
     /// Lifts a block (Undo{Block}).
     async fn unblock(&self, ctx: &Context<'_>, actor: String) -> Result<Relationship> {
-        let me = acting(ctx).await?;
-        let target = ctx
-            .data::<Services>()?
-            .app
-            .unblock(&me, &actor)
-            .await
-            .map_err(GraphqlError::from)?;
-        relationship_after(ctx, &me.uri, target).await
+        on_actor(ctx, |app, me| async move { app.unblock(&me, &actor).await }).await
     }
 }
