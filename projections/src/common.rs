@@ -71,6 +71,83 @@ pub(crate) fn domain_of(uri: &str) -> String {
     }
 }
 
+/// A table of one row per (actor, post) interaction: `favorites` (keyed
+/// activity id `like_id`) or `reblogs` (`announce_id`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InteractionTable {
+    pub table: &'static str,
+    pub activity_id: &'static str,
+}
+
+/// One interaction recorded: the facts of the event and when it happened.
+pub(crate) struct Interaction<'a> {
+    pub actor: &'a str,
+    pub post: &'a str,
+    pub post_author: &'a str,
+    pub activity_id: &'a str,
+    pub at: sqlx::types::chrono::DateTime<sqlx::types::chrono::Utc>,
+}
+
+impl InteractionTable {
+    /// Records an interaction. The pair's row is removed when it is taken
+    /// back, so an existing one is this interaction applied before.
+    pub async fn insert(
+        self,
+        conn: &mut sqlx::PgConnection,
+        event: &RecordedEvent,
+        row: Interaction<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let (major, minor) = position(event);
+        sqlx::query(&format!(
+            "INSERT INTO {} (actor, post, post_author, {}, created_at, position_major, position_minor)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (actor, post) DO NOTHING",
+            self.table, self.activity_id
+        ))
+        .bind(row.actor)
+        .bind(row.post)
+        .bind(row.post_author)
+        .bind(row.activity_id)
+        .bind(row.at)
+        .bind(major)
+        .bind(minor)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets `actor`'s interaction with `post` (taken back).
+    pub async fn remove(
+        self,
+        conn: &mut sqlx::PgConnection,
+        actor: &str,
+        post: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE actor = $1 AND post = $2",
+            self.table
+        ))
+        .bind(actor)
+        .bind(post)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets every interaction with a deleted post: none is left to count or list.
+    pub async fn remove_post(
+        self,
+        conn: &mut sqlx::PgConnection,
+        post: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!("DELETE FROM {} WHERE post = $1", self.table))
+            .bind(post)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

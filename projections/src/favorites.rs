@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
-use crate::common::{decode, position};
+use crate::common::{Interaction, InteractionTable, decode};
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `favorites` table.
@@ -12,6 +12,11 @@ use crate::{Projection, ProjectionError};
 pub struct Favorites;
 
 const EVENTS: &[&str] = &["Favorited", "Unfavorited", "PostDeleted"];
+
+const TABLE: InteractionTable = InteractionTable {
+    table: "favorites",
+    activity_id: "like_id",
+};
 
 #[async_trait]
 impl Projection for Favorites {
@@ -30,39 +35,17 @@ impl Projection for Favorites {
     ) -> Result<(), ProjectionError> {
         match decode(event)? {
             Some(DomainEvent::Favorited(e)) => {
-                let (major, minor) = position(event);
-                // The pair's row is removed when the favorite is taken
-                // back, so an existing one is this favorite applied before.
-                sqlx::query(
-                    "INSERT INTO favorites (actor, post, post_author, like_id, created_at,
-                                            position_major, position_minor)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (actor, post) DO NOTHING",
-                )
-                .bind(&e.actor)
-                .bind(&e.post)
-                .bind(&e.post_author)
-                .bind(&e.like_id)
-                .bind(event.recorded_at)
-                .bind(major)
-                .bind(minor)
-                .execute(&mut *conn)
-                .await?;
+                let row = Interaction {
+                    actor: &e.actor,
+                    post: &e.post,
+                    post_author: &e.post_author,
+                    activity_id: &e.like_id,
+                    at: event.recorded_at,
+                };
+                TABLE.insert(conn, event, row).await?;
             }
-            Some(DomainEvent::Unfavorited(e)) => {
-                sqlx::query("DELETE FROM favorites WHERE actor = $1 AND post = $2")
-                    .bind(&e.actor)
-                    .bind(&e.post)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Some(DomainEvent::PostDeleted(e)) => {
-                // A deleted post has no favorites left to count or list.
-                sqlx::query("DELETE FROM favorites WHERE post = $1")
-                    .bind(&e.uri)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            Some(DomainEvent::Unfavorited(e)) => TABLE.remove(conn, &e.actor, &e.post).await?,
+            Some(DomainEvent::PostDeleted(e)) => TABLE.remove_post(conn, &e.uri).await?,
             _ => {}
         }
         Ok(())

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
-use crate::common::{decode, position};
+use crate::common::{Interaction, InteractionTable, decode};
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `reblogs` table.
@@ -12,6 +12,11 @@ use crate::{Projection, ProjectionError};
 pub struct Reblogs;
 
 const EVENTS: &[&str] = &["Reblogged", "Unreblogged", "PostDeleted"];
+
+const TABLE: InteractionTable = InteractionTable {
+    table: "reblogs",
+    activity_id: "announce_id",
+};
 
 #[async_trait]
 impl Projection for Reblogs {
@@ -30,40 +35,18 @@ impl Projection for Reblogs {
     ) -> Result<(), ProjectionError> {
         match decode(event)? {
             Some(DomainEvent::Reblogged(e)) => {
-                let (major, minor) = position(event);
-                // The pair's row is removed when the reblog is taken back,
-                // so an existing one is this reblog applied before. The
-                // Announce's own `published` dates it, as remote servers see.
-                sqlx::query(
-                    "INSERT INTO reblogs (actor, post, post_author, announce_id, created_at,
-                                          position_major, position_minor)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (actor, post) DO NOTHING",
-                )
-                .bind(&e.actor)
-                .bind(&e.post)
-                .bind(&e.post_author)
-                .bind(&e.announce_id)
-                .bind(e.published)
-                .bind(major)
-                .bind(minor)
-                .execute(&mut *conn)
-                .await?;
+                // The Announce's own `published` dates it, as remote servers see.
+                let row = Interaction {
+                    actor: &e.actor,
+                    post: &e.post,
+                    post_author: &e.post_author,
+                    activity_id: &e.announce_id,
+                    at: e.published,
+                };
+                TABLE.insert(conn, event, row).await?;
             }
-            Some(DomainEvent::Unreblogged(e)) => {
-                sqlx::query("DELETE FROM reblogs WHERE actor = $1 AND post = $2")
-                    .bind(&e.actor)
-                    .bind(&e.post)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Some(DomainEvent::PostDeleted(e)) => {
-                // A deleted post has no reblogs left to count or list.
-                sqlx::query("DELETE FROM reblogs WHERE post = $1")
-                    .bind(&e.uri)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            Some(DomainEvent::Unreblogged(e)) => TABLE.remove(conn, &e.actor, &e.post).await?,
+            Some(DomainEvent::PostDeleted(e)) => TABLE.remove_post(conn, &e.uri).await?,
             _ => {}
         }
         Ok(())

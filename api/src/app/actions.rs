@@ -1,13 +1,13 @@
 //! The local actions of the federation table, each producing its outbound
 //! activity inside the event it appends.
 
-use chorus_domain::Position;
 use chorus_domain::interactions::{self, InteractionState, favorite_stream, reblog_stream};
 use chorus_domain::posts::{
     self, Author, CreatePost, EditPost, Mention, PostState, ReplyTarget, Standing, Visibility,
     post_stream,
 };
 use chorus_domain::relationships::{self, Followee, RelationshipState, relationship_stream};
+use chorus_domain::{DomainEvent, Position, StreamId};
 use uuid::Uuid;
 
 use super::{App, AppError, LocalActor};
@@ -21,6 +21,13 @@ pub struct PostInput {
     pub visibility: Visibility,
     /// The post replied to: its id or ActivityPub id.
     pub in_reply_to: Option<String>,
+}
+
+/// What a favorite or reblog decision sees of its post.
+struct Interaction<'a> {
+    target: interactions::Target<'a>,
+    uri: &'a str,
+    author: &'a str,
 }
 
 /// Where a command landed: the post it concerns and the log position to wait
@@ -191,7 +198,18 @@ impl App {
         })
     }
 
-    pub async fn favorite(&self, actor: &LocalActor, reference: &str) -> Result<Target, AppError> {
+    /// Runs a favorite or reblog decision of `actor` on the post `reference`
+    /// names, in that pair's stream (`stream`).
+    async fn interact<F>(
+        &self,
+        actor: &LocalActor,
+        reference: &str,
+        stream: fn(&str, &str) -> StreamId,
+        mut decide: F,
+    ) -> Result<Target, AppError>
+    where
+        F: FnMut(&InteractionState, &Interaction<'_>) -> Result<Vec<DomainEvent>, AppError>,
+    {
         let (id, post) = self.post_state(reference).await?;
         let live = post.live().cloned();
         let author = post
@@ -201,28 +219,38 @@ impl App {
             .unwrap_or_default();
         let standing = self.standing(&actor.uri, &author).await?;
         let uri = posts::post_uri(&self.base_url, id);
-        let like_id = self.activity_id();
         let position = self
-            .execute::<InteractionState, _>(
-                &favorite_stream(&actor.uri, &uri),
-                Some(&actor.uri),
-                |state| {
-                    let target = interactions::Target {
+            .execute::<InteractionState, _>(&stream(&actor.uri, &uri), Some(&actor.uri), |state| {
+                let seen = Interaction {
+                    target: interactions::Target {
                         post: live.as_ref(),
                         mentions: post.mentions(),
                         standing,
-                    };
-                    Ok(interactions::favorite(
-                        state, &actor.uri, &target, &like_id,
-                    )?)
-                },
-            )
+                    },
+                    uri: &uri,
+                    author: &author,
+                };
+                decide(state, &seen)
+            })
             .await?;
         Ok(Target {
             post_id: Some(id),
             uri,
             position,
         })
+    }
+
+    pub async fn favorite(&self, actor: &LocalActor, reference: &str) -> Result<Target, AppError> {
+        let like_id = self.activity_id();
+        self.interact(actor, reference, favorite_stream, |state, seen| {
+            Ok(interactions::favorite(
+                state,
+                &actor.uri,
+                &seen.target,
+                &like_id,
+            )?)
+        })
+        .await
     }
 
     pub async fn unfavorite(
@@ -230,101 +258,48 @@ impl App {
         actor: &LocalActor,
         reference: &str,
     ) -> Result<Target, AppError> {
-        let (id, post) = self.post_state(reference).await?;
-        let author = post
-            .created
-            .as_ref()
-            .map(|p| p.author.clone())
-            .unwrap_or_default();
-        let uri = posts::post_uri(&self.base_url, id);
         let undo_id = self.activity_id();
-        let position = self
-            .execute::<InteractionState, _>(
-                &favorite_stream(&actor.uri, &uri),
-                Some(&actor.uri),
-                |state| {
-                    Ok(interactions::unfavorite(
-                        state, &actor.uri, &uri, &author, &undo_id,
-                    )?)
-                },
-            )
-            .await?;
-        Ok(Target {
-            post_id: Some(id),
-            uri,
-            position,
+        self.interact(actor, reference, favorite_stream, |state, seen| {
+            Ok(interactions::unfavorite(
+                state,
+                &actor.uri,
+                seen.uri,
+                seen.author,
+                &undo_id,
+            )?)
         })
+        .await
     }
 
     pub async fn reblog(&self, actor: &LocalActor, reference: &str) -> Result<Target, AppError> {
-        let (id, post) = self.post_state(reference).await?;
-        let live = post.live().cloned();
-        let author = post
-            .created
-            .as_ref()
-            .map(|p| p.author.clone())
-            .unwrap_or_default();
-        let standing = self.standing(&actor.uri, &author).await?;
-        let uri = posts::post_uri(&self.base_url, id);
         let announce_id = self.activity_id();
-        let position = self
-            .execute::<InteractionState, _>(
-                &reblog_stream(&actor.uri, &uri),
-                Some(&actor.uri),
-                |state| {
-                    let target = interactions::Target {
-                        post: live.as_ref(),
-                        mentions: post.mentions(),
-                        standing,
-                    };
-                    Ok(interactions::reblog(
-                        state,
-                        &actor.uri,
-                        &actor.followers,
-                        &target,
-                        &announce_id,
-                        chrono::Utc::now(),
-                    )?)
-                },
-            )
-            .await?;
-        Ok(Target {
-            post_id: Some(id),
-            uri,
-            position,
+        self.interact(actor, reference, reblog_stream, |state, seen| {
+            let now = chrono::Utc::now();
+            Ok(interactions::reblog(
+                state,
+                &actor.uri,
+                &actor.followers,
+                &seen.target,
+                &announce_id,
+                now,
+            )?)
         })
+        .await
     }
 
     pub async fn unreblog(&self, actor: &LocalActor, reference: &str) -> Result<Target, AppError> {
-        let (id, post) = self.post_state(reference).await?;
-        let author = post
-            .created
-            .as_ref()
-            .map(|p| p.author.clone())
-            .unwrap_or_default();
-        let uri = posts::post_uri(&self.base_url, id);
         let undo_id = self.activity_id();
-        let position = self
-            .execute::<InteractionState, _>(
-                &reblog_stream(&actor.uri, &uri),
-                Some(&actor.uri),
-                |state| {
-                    Ok(interactions::unreblog(
-                        state,
-                        &actor.uri,
-                        &actor.followers,
-                        &uri,
-                        &author,
-                        &undo_id,
-                    )?)
-                },
-            )
-            .await?;
-        Ok(Target {
-            post_id: Some(id),
-            uri,
-            position,
+        self.interact(actor, reference, reblog_stream, |state, seen| {
+            Ok(interactions::unreblog(
+                state,
+                &actor.uri,
+                &actor.followers,
+                seen.uri,
+                seen.author,
+                &undo_id,
+            )?)
         })
+        .await
     }
 
     /// Runs a relationship decision between `actor` and the actor `other` refers to.
@@ -335,10 +310,7 @@ impl App {
         mut decide: F,
     ) -> Result<Target, AppError>
     where
-        F: FnMut(
-            &RelationshipState,
-            &LocalActor,
-        ) -> Result<Vec<chorus_domain::DomainEvent>, AppError>,
+        F: FnMut(&RelationshipState, &LocalActor) -> Result<Vec<DomainEvent>, AppError>,
     {
         let other = self.resolve_actor(other).await?;
         let position = self
