@@ -133,9 +133,12 @@ impl PgEventStore {
 
     /// Appends inside the caller's transaction. The events become visible
     /// when that transaction commits; call [`PgEventStore::appended`] then, so
-    /// subscribers wake at once. Writers of the same stream wait for each
-    /// other's transactions (a per-stream advisory lock), so `Any` never
-    /// conflicts. If it fails, the transaction may be unusable: roll it back.
+    /// subscribers wake at once. Writers in transactions queue behind each
+    /// other (a per-stream advisory lock), and an append that loses a race
+    /// with a single-statement [`EventStore::append`] is rolled back to a
+    /// savepoint and, for `Any`, tried again, so `Any` never conflicts and
+    /// the caller's transaction stays usable after a version conflict. After
+    /// any other error, roll the transaction back.
     pub async fn append_with(
         conn: &mut PgConnection,
         stream: &StreamId,
@@ -149,17 +152,32 @@ impl PgEventStore {
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
-        if let Some(outcome) = existing(&mut *conn, events).await? {
-            return Ok(outcome);
+        loop {
+            if let Some(outcome) = existing(&mut *conn, events).await? {
+                return Ok(outcome);
+            }
+            execute(&mut *conn, "SAVEPOINT chorus_append").await?;
+            let result = batch.insert(&mut *conn, stream, expected).await;
+            if result.is_err() {
+                execute(&mut *conn, "ROLLBACK TO SAVEPOINT chorus_append").await?;
+            }
+            execute(&mut *conn, "RELEASE SAVEPOINT chorus_append").await?;
+            match result {
+                Ok(rows) if rows.is_empty() => {
+                    return Err(conflict(&mut *conn, stream, expected).await);
+                }
+                Ok(rows) => return Ok(appended(events, rows)),
+                // A concurrent append of the same ids: `existing` finds them.
+                Err(error) if violated(&error) == Some(EVENT_ID_KEY) => {}
+                // A concurrent single-statement append took the version.
+                Err(error) if violated(&error) == Some(STREAM_VERSION_KEY) => {
+                    if expected != ExpectedVersion::Any {
+                        return Err(conflict(&mut *conn, stream, expected).await);
+                    }
+                }
+                Err(error) => return Err(backend(error)),
+            }
         }
-        let rows = batch
-            .insert(&mut *conn, stream, expected)
-            .await
-            .map_err(backend)?;
-        if rows.is_empty() {
-            return Err(conflict(&mut *conn, stream, expected).await);
-        }
-        Ok(appended(events, rows))
     }
 
     /// Wakes subscribers after events were committed outside [`EventStore::append`].
@@ -424,21 +442,35 @@ const STREAM_VERSION_KEY: &str = "events_stream_version_key";
 /// Appends in one statement: the stream's head version is read, the expected
 /// version checked against it, and the rows inserted after it.
 ///
-/// Every append holds a per-stream advisory lock until its transaction ends,
-/// so writers of one stream queue behind each other. The statement's snapshot
-/// predates the lock, so a writer that had to wait may read a stale head; its
-/// insert then fails on `events_stream_version_key` and is retried (by
-/// [`PgEventStore::append_with`], the lock is taken in a statement of its own
-/// first, so that cannot happen inside a caller's transaction). A repeated
-/// event id fails on `events_event_id_key`.
-const APPEND: &str = "
-WITH stream_lock AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock(hashtextextended($1, 7))
-), head AS (
+/// `events_stream_version_key` arbitrates between writers of one stream: a
+/// writer whose head is stale (another append committed after its snapshot)
+/// fails on it, and an `Any` append is retried. No lock is needed for the
+/// order either: an append's transaction id is assigned after its snapshot,
+/// so a writer that saw a version committed has a later transaction id than
+/// the writer of that version, and a stream's versions ascend with positions.
+/// (Inside a caller's transaction, [`PgEventStore::append_with`] takes a
+/// per-stream advisory lock first, so that long transactions queue instead of
+/// failing each other.) A repeated event id fails on `events_event_id_key`.
+/// The expected-version check of an append: `$2` is -1 (any), -2 (no
+/// stream), -3 (stream exists) or the exact version.
+macro_rules! expected_version_holds {
+    () => {
+        "WHERE CASE $2::bigint
+          WHEN -1 THEN true
+          WHEN -2 THEN head.version = 0
+          WHEN -3 THEN head.version > 0
+          ELSE head.version = $2::bigint
+      END
+"
+    };
+}
+
+const APPEND: &str = concat!(
+    "
+WITH head AS (
     -- A scalar subquery, so that `max` is one probe of the end of the
     -- stream's index (a join would read the whole stream).
     SELECT coalesce((SELECT max(stream_version) FROM events WHERE stream_id = $1), 0) AS version
-    FROM stream_lock
 )
 INSERT INTO events (transaction_id, event_id, stream_id, stream_version,
                     event_type, schema_version, payload, metadata)
@@ -447,14 +479,26 @@ SELECT (SELECT pg_current_xact_id()::text::bigint), u.id, $1, head.version + u.o
 FROM head,
      unnest($3::uuid[], $4::text[], $5::integer[], $6::text[], $7::text[])
          WITH ORDINALITY AS u (id, t, v, p, m, ord)
-WHERE CASE $2::bigint
-          WHEN -1 THEN true
-          WHEN -2 THEN head.version = 0
-          WHEN -3 THEN head.version > 0
-          ELSE head.version = $2::bigint
-      END
-ORDER BY u.ord
-RETURNING event_id, stream_version, transaction_id, seq";
+",
+    expected_version_holds!(),
+    "ORDER BY u.ord
+RETURNING event_id, stream_version, transaction_id, seq"
+);
+
+/// [`APPEND`] for the commonest case, one event: no arrays to unnest and no
+/// sort, which a single-event append from many writers is bound by.
+const APPEND_ONE: &str = concat!(
+    "
+INSERT INTO events (transaction_id, event_id, stream_id, stream_version,
+                    event_type, schema_version, payload, metadata)
+SELECT pg_current_xact_id()::text::bigint, $3, $1, head.version + 1,
+       $4, $5, $6::jsonb, $7::jsonb
+FROM (SELECT coalesce(max(stream_version), 0) AS version
+      FROM events WHERE stream_id = $1) AS head
+",
+    expected_version_holds!(),
+    "RETURNING event_id, stream_version, transaction_id, seq"
+);
 
 /// The columns of an append, ready to bind.
 struct Batch<'a> {
@@ -495,6 +539,24 @@ impl<'a> Batch<'a> {
             ExpectedVersion::StreamExists => -3,
             ExpectedVersion::Exact(v) => i64::try_from(v).unwrap_or(i64::MAX),
         };
+        if let ([id], [event_type], [schema_version], [payload], [metadata]) = (
+            &self.ids[..],
+            &self.types[..],
+            &self.schema_versions[..],
+            &self.payloads[..],
+            &self.metadata[..],
+        ) {
+            return sqlx::query_as(APPEND_ONE)
+                .bind(stream.as_str())
+                .bind(expected)
+                .bind(id)
+                .bind(event_type)
+                .bind(schema_version)
+                .bind(payload)
+                .bind(metadata)
+                .fetch_all(executor)
+                .await;
+        }
         sqlx::query_as(APPEND)
             .bind(stream.as_str())
             .bind(expected)
@@ -583,6 +645,14 @@ async fn conflict<'e>(
 }
 
 /// The unique constraint an insert violated, if that is why it failed.
+async fn execute(conn: &mut PgConnection, sql: &str) -> Result<(), EventStoreError> {
+    sqlx::query(sql)
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(backend)
+}
+
 fn violated(error: &sqlx::Error) -> Option<&str> {
     match error {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => db.constraint(),
