@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::database::Database;
+use crate::federation::Federation;
+use crate::federation::interpret::Interpreter;
 use crate::http::{AppState, router};
 
 /// `chorus serve`: open (or provision) the database, migrate, serve until
@@ -31,17 +33,34 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 .await
                 .context("starting the projections")?,
         );
-        let app = router(AppState::with_projections(
+        let state = AppState::with_projections(
             database.pool.clone(),
-            store,
+            store.clone(),
             &settings.base_url,
             projections,
-        ));
-        tracing::info!(bind = %settings.bind, base_url = %settings.base_url, "serving");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+        );
+        let federation = Arc::new(
+            Federation::new(
+                &settings.federation,
+                database.pool.clone(),
+                store.clone(),
+                &state.base_url,
+            )
             .await
-            .context("the HTTP server failed")
+            .context("starting federation")?,
+        );
+        Interpreter::start(App::new(store, &state.base_url), federation.clone())
+            .await
+            .context("starting the interpreter")?;
+        let app = router(state.with_federation(federation));
+        tracing::info!(bind = %settings.bind, base_url = %settings.base_url, "serving");
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")
     }
     .await;
     tracing::info!("shutting down");
@@ -183,4 +202,65 @@ pub async fn revoke_token(settings: Settings, token_id: Uuid) -> anyhow::Result<
 /// `chorus schema`: prints the GraphQL schema (SDL).
 pub fn print_schema() {
     print!("{}", crate::graphql::sdl());
+}
+
+/// `chorus instances block`: refuse a domain's inbox requests and hide its content.
+pub async fn block_instance(
+    settings: Settings,
+    domain: String,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let (domain, _) = app
+            .block_instance(None, &domain, reason)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("blocked {domain}");
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus instances unblock`: lift a domain's block.
+pub async fn unblock_instance(settings: Settings, domain: String) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let (domain, _) = app
+            .unblock_instance(None, &domain)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("unblocked {domain}");
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus instances list`: the blocked domains, read from the log itself
+/// (the read model may lag, or not run at all while the server is down).
+pub async fn list_instances(settings: Settings) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT DISTINCT ON (stream_id) stream_id, event_type, payload
+             FROM events
+             WHERE event_type IN ('InstanceBlocked', 'InstanceUnblocked')
+             ORDER BY stream_id, stream_version DESC",
+        )
+        .fetch_all(&app.pool)
+        .await?;
+        let blocked: Vec<_> = rows
+            .iter()
+            .filter(|(_, event_type, _)| event_type == "InstanceBlocked")
+            .collect();
+        if blocked.is_empty() {
+            println!("no instance is blocked");
+        }
+        for (_, _, payload) in blocked {
+            let domain = payload["domain"].as_str().unwrap_or_default();
+            match payload["reason"].as_str() {
+                Some(reason) => println!("{domain}\t{reason}"),
+                None => println!("{domain}"),
+            }
+        }
+        Ok(())
+    })
+    .await
 }

@@ -51,6 +51,36 @@ pub struct Settings {
     /// Where the private Postgres cluster lives.
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
+    pub federation: FederationSettings,
+}
+
+/// How Chorus talks to other servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FederationSettings {
+    /// Let remote fetches reach loopback and private addresses (tests, and
+    /// federation between servers on one machine). Off by default: it would
+    /// let any remote server make Chorus probe the local network.
+    pub allow_private_addresses: bool,
+    /// How far a signed request's Date (or `created`) may be from our clock.
+    pub signature_window_secs: u64,
+    /// The largest inbox request body accepted.
+    pub inbox_body_limit: usize,
+    /// Inbox requests per second allowed from one remote instance, and from
+    /// one IP address (each with a burst of five times as many).
+    pub inbox_rate_per_instance: u32,
+    pub inbox_rate_per_ip: u32,
+}
+
+impl Default for FederationSettings {
+    fn default() -> Self {
+        Self {
+            allow_private_addresses: false,
+            signature_window_secs: 3600,
+            inbox_body_limit: 1024 * 1024,
+            inbox_rate_per_instance: 200,
+            inbox_rate_per_ip: 200,
+        }
+    }
 }
 
 /// The TOML file: every field optional, unknown ones refused.
@@ -62,6 +92,11 @@ struct FileSettings {
     base_url: Option<String>,
     data_dir: Option<PathBuf>,
     log_format: Option<LogFormat>,
+    allow_private_addresses: Option<bool>,
+    signature_window_secs: Option<u64>,
+    inbox_body_limit: Option<usize>,
+    inbox_rate_per_instance: Option<u32>,
+    inbox_rate_per_ip: Option<u32>,
 }
 
 /// Why the settings could not be loaded.
@@ -89,6 +124,12 @@ pub enum ConfigError {
     },
     #[error("{name}: `{value}` must be `text` or `json`")]
     LogFormat { name: &'static str, value: String },
+    #[error("{name}: `{value}` is not {expected}")]
+    Value {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 impl Settings {
@@ -146,7 +187,46 @@ impl Settings {
             },
             None => from_file.log_format.unwrap_or_default(),
         };
+        let defaults = FederationSettings::default();
+        let federation = FederationSettings {
+            allow_private_addresses: setting(
+                &env,
+                "CHORUS_ALLOW_PRIVATE_ADDRESSES",
+                from_file.allow_private_addresses,
+                defaults.allow_private_addresses,
+                "true or false",
+            )?,
+            signature_window_secs: setting(
+                &env,
+                "CHORUS_SIGNATURE_WINDOW_SECS",
+                from_file.signature_window_secs,
+                defaults.signature_window_secs,
+                "a number of seconds",
+            )?,
+            inbox_body_limit: setting(
+                &env,
+                "CHORUS_INBOX_BODY_LIMIT",
+                from_file.inbox_body_limit,
+                defaults.inbox_body_limit,
+                "a number of bytes",
+            )?,
+            inbox_rate_per_instance: setting(
+                &env,
+                "CHORUS_INBOX_RATE_PER_INSTANCE",
+                from_file.inbox_rate_per_instance,
+                defaults.inbox_rate_per_instance,
+                "a number of requests per second",
+            )?,
+            inbox_rate_per_ip: setting(
+                &env,
+                "CHORUS_INBOX_RATE_PER_IP",
+                from_file.inbox_rate_per_ip,
+                defaults.inbox_rate_per_ip,
+                "a number of requests per second",
+            )?,
+        };
         Ok(Self {
+            federation,
             database_url: env("DATABASE_URL")
                 .map(Secret::new)
                 .or(from_file.database_url),
@@ -158,6 +238,24 @@ impl Settings {
                 .unwrap_or_else(|| default_data_dir(&env)),
             log_format,
         })
+    }
+}
+
+/// A setting from the environment (`name`), else the file, else the default.
+fn setting<T: std::str::FromStr>(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    from_file: Option<T>,
+    default: T,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    match env(name) {
+        Some(value) => value.trim().parse().map_err(|_| ConfigError::Value {
+            name,
+            value,
+            expected,
+        }),
+        None => Ok(from_file.unwrap_or(default)),
     }
 }
 
@@ -236,6 +334,7 @@ mod tests {
         assert_eq!(s.base_url.as_str(), "http://localhost:8080/");
         assert_eq!(s.database_url, None);
         assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.federation, FederationSettings::default());
     }
 
     #[test]
@@ -258,6 +357,11 @@ mod tests {
         assert!(err(None, &[("CHORUS_BASE_URL", "ftp://x.example")]).contains("scheme"));
         assert!(err(None, &[("CHORUS_BASE_URL", "https://x.example/sub")]).contains("origin"));
         assert!(err(None, &[("CHORUS_LOG_FORMAT", "xml")]).contains("CHORUS_LOG_FORMAT"));
+        assert!(
+            err(None, &[("CHORUS_ALLOW_PRIVATE_ADDRESSES", "yes please")])
+                .starts_with("CHORUS_ALLOW_PRIVATE_ADDRESSES")
+        );
+        assert!(err(None, &[("CHORUS_INBOX_BODY_LIMIT", "-1")]).contains("bytes"));
         assert!(err(Some("bindd = 1"), &[]).contains("not valid"));
     }
 

@@ -11,6 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use chorus_projections::Projections;
 
 use crate::app::App;
+use crate::federation::Federation;
 use crate::graphql::{self, ChorusSchema, Viewer};
 use crate::tokens;
 use axum::routing::get;
@@ -27,6 +28,9 @@ pub struct AppState {
     /// (e.g. `https://example.com`).
     pub base_url: String,
     pub schema: ChorusSchema,
+    /// The inbox and remote fetches; `None` where a test or tool serves
+    /// only the local surface.
+    pub federation: Option<Arc<Federation>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -67,7 +71,14 @@ impl AppState {
             store,
             base_url,
             schema: graphql::schema(app, projections),
+            federation: None,
         }
+    }
+
+    /// The same state, with the inbox and remote fetches running.
+    pub fn with_federation(mut self, federation: Arc<Federation>) -> Self {
+        self.federation = Some(federation);
+        self
     }
 }
 
@@ -78,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/graphql", get(graphiql).post(graphql_request))
         .merge(crate::activitypub::routes())
+        .merge(crate::federation::routes())
         .with_state(state)
 }
 

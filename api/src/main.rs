@@ -43,8 +43,28 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Block or unblock other servers.
+    Instances {
+        #[command(subcommand)]
+        action: InstanceAction,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
+}
+
+#[derive(Debug, Subcommand)]
+enum InstanceAction {
+    /// Refuse a domain's inbox requests and hide its content.
+    Block {
+        /// e.g. `spam.example` (a port, if any, is part of it).
+        domain: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a domain's block.
+    Unblock { domain: String },
+    /// The blocked domains.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +141,15 @@ fn main() -> ExitCode {
             Command::Tokens {
                 action: TokenAction::Revoke { token_id },
             } => commands::revoke_token(settings, token_id).await,
+            Command::Instances { action } => match action {
+                InstanceAction::Block { domain, reason } => {
+                    commands::block_instance(settings, domain, reason).await
+                }
+                InstanceAction::Unblock { domain } => {
+                    commands::unblock_instance(settings, domain).await
+                }
+                InstanceAction::List => commands::list_instances(settings).await,
+            },
             Command::Schema => {
                 commands::print_schema();
                 Ok(())

@@ -7,10 +7,15 @@
 use serde::de::DeserializeOwned;
 
 use crate::actors::ActorRegistered;
+use crate::instances::{InstanceBlocked, InstanceUnblocked};
 use crate::interactions::{Favorited, Reblogged, Unfavorited, Unreblogged};
 use crate::posts::{PostCreated, PostDeleted, PostEdited};
 use crate::relationships::{
     Blocked, FollowAccepted, FollowRejected, FollowRequested, FollowSevered, Unblocked, Unfollowed,
+};
+use crate::remote::{
+    ActivityNotApplied, ActivityReceived, RemoteActorDeleted, RemoteActorUpdated,
+    RemotePostCreated, RemotePostDeleted, RemotePostEdited,
 };
 use crate::{NewEvent, RecordedEvent};
 
@@ -69,6 +74,15 @@ domain_events! {
     Unfavorited => "Unfavorited" v 1,
     Reblogged => "Reblogged" v 1,
     Unreblogged => "Unreblogged" v 1,
+    ActivityReceived => "ActivityReceived" v 1,
+    ActivityNotApplied => "ActivityNotApplied" v 1,
+    RemoteActorUpdated => "RemoteActorUpdated" v 1,
+    RemoteActorDeleted => "RemoteActorDeleted" v 1,
+    RemotePostCreated => "RemotePostCreated" v 1,
+    RemotePostEdited => "RemotePostEdited" v 1,
+    RemotePostDeleted => "RemotePostDeleted" v 1,
+    InstanceBlocked => "InstanceBlocked" v 1,
+    InstanceUnblocked => "InstanceUnblocked" v 1,
 }
 
 /// A stored event of a known type that cannot be read.

@@ -13,9 +13,13 @@ pub mod activitypub;
 pub mod actors;
 pub mod event_store;
 pub mod events;
+pub mod inbound;
+pub mod instances;
 pub mod interactions;
 pub mod posts;
 pub mod relationships;
+pub mod remote;
+pub mod signatures;
 
 pub use event_store::{
     AppendOutcome, AppendedEvent, EventId, EventStore, EventStoreError, EventStream,

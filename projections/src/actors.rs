@@ -1,6 +1,7 @@
 //! Projection `actors`: the actors Chorus knows.
 
 use async_trait::async_trait;
+use chorus_domain::remote::RemoteActorUpdated;
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
@@ -11,7 +12,11 @@ use crate::{Projection, ProjectionError};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Actors;
 
-const EVENTS: &[&str] = &["ActorRegistered"];
+const EVENTS: &[&str] = &[
+    "ActorRegistered",
+    "RemoteActorUpdated",
+    "RemoteActorDeleted",
+];
 
 #[async_trait]
 impl Projection for Actors {
@@ -28,8 +33,24 @@ impl Projection for Actors {
         conn: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        let Some(DomainEvent::ActorRegistered(e)) = decode(event)? else {
-            return Ok(());
+        let e = match decode(event)? {
+            Some(DomainEvent::ActorRegistered(e)) => e,
+            Some(DomainEvent::RemoteActorUpdated(e)) => {
+                return remote_updated(conn, event, &e).await;
+            }
+            Some(DomainEvent::RemoteActorDeleted(e)) => {
+                sqlx::query(
+                    "UPDATE actors SET deleted_at = $2, summary = NULL, display_name = NULL,
+                                       icon = NULL, public_key_pem = NULL
+                     WHERE uri = $1 AND NOT local AND deleted_at IS NULL",
+                )
+                .bind(&e.uri)
+                .bind(e.deleted_at)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
+            _ => return Ok(()),
         };
         let (major, minor) = position(event);
         // An actor is registered once (its stream is keyed by handle), so a
@@ -62,4 +83,58 @@ impl Projection for Actors {
         .await?;
         Ok(())
     }
+}
+
+/// A remote actor's profile, newest wins: the row keeps the position of the
+/// event that last shaped it, and an older one (applied again in a rebuild,
+/// or arriving late) changes nothing. A deleted actor stays deleted.
+async fn remote_updated(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+    e: &RemoteActorUpdated,
+) -> Result<(), ProjectionError> {
+    let (major, minor) = position(event);
+    sqlx::query(
+        "INSERT INTO actors (uri, handle, domain, local, kind, display_name, summary, locked,
+                             inbox, outbox, followers_uri, following_uri, shared_inbox, key_id,
+                             public_key_pem, url, icon, registered_at, updated_at,
+                             position_major, position_minor)
+         VALUES ($1, $2, $3, false, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                 $17, $17, $18, $19)
+         ON CONFLICT (uri) DO UPDATE
+         SET handle = excluded.handle, domain = excluded.domain, kind = excluded.kind,
+             display_name = excluded.display_name, summary = excluded.summary,
+             locked = excluded.locked, inbox = excluded.inbox, outbox = excluded.outbox,
+             followers_uri = excluded.followers_uri, following_uri = excluded.following_uri,
+             shared_inbox = excluded.shared_inbox, key_id = excluded.key_id,
+             public_key_pem = excluded.public_key_pem, url = excluded.url, icon = excluded.icon,
+             updated_at = excluded.updated_at,
+             position_major = excluded.position_major, position_minor = excluded.position_minor
+         WHERE NOT actors.local
+           AND actors.deleted_at IS NULL
+           AND (actors.position_major, actors.position_minor)
+               < (excluded.position_major, excluded.position_minor)",
+    )
+    .bind(&e.uri)
+    .bind(&e.handle)
+    .bind(&e.domain)
+    .bind(&e.kind)
+    .bind(&e.display_name)
+    .bind(&e.summary)
+    .bind(e.locked)
+    .bind(&e.inbox)
+    .bind(&e.outbox)
+    .bind(&e.followers)
+    .bind(&e.following)
+    .bind(&e.shared_inbox)
+    .bind(&e.key_id)
+    .bind(&e.public_key_pem)
+    .bind(&e.url)
+    .bind(&e.icon)
+    .bind(e.updated_at)
+    .bind(major)
+    .bind(minor)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

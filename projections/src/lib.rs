@@ -14,9 +14,11 @@ pub mod blocks;
 mod common;
 pub mod favorites;
 pub mod follows;
+pub mod instances;
 pub mod notifications;
 pub mod posts;
 pub mod reblogs;
+pub mod received;
 pub mod runner;
 pub mod timelines;
 
@@ -40,6 +42,8 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(blocks::Blocks),
         Arc::new(timelines::Timelines),
         Arc::new(notifications::Notifications),
+        Arc::new(instances::Instances),
+        Arc::new(received::Received),
     ]
 }
 

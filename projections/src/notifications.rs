@@ -20,6 +20,7 @@ const EVENTS: &[&str] = &[
     "Favorited",
     "Reblogged",
     "PostCreated",
+    "RemotePostCreated",
 ];
 
 #[async_trait]
@@ -98,6 +99,17 @@ impl Projection for Notifications {
                 .await?;
             }
             DomainEvent::PostCreated(e) => {
+                notify(
+                    conn,
+                    event,
+                    "mentioned",
+                    &e.author,
+                    Some(&e.uri),
+                    &e.mentions,
+                )
+                .await?;
+            }
+            DomainEvent::RemotePostCreated(e) => {
                 notify(
                     conn,
                     event,

@@ -1,18 +1,29 @@
 //! Projection `posts`: the current state of every post, and its edit history.
 
 use async_trait::async_trait;
-use chorus_domain::posts::{PostCreated, PostDeleted, PostEdited};
+use chorus_domain::posts::{PostCreated, PostEdited};
+use chorus_domain::remote::{
+    RemoteActorDeleted, RemotePostCreated, RemotePostDeleted, RemotePostEdited,
+};
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
-use crate::common::{decode, position, visibility};
+use crate::common::{decode, domain_of, position, visibility};
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `posts` and `post_edits` tables.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Posts;
 
-const EVENTS: &[&str] = &["PostCreated", "PostEdited", "PostDeleted"];
+const EVENTS: &[&str] = &[
+    "PostCreated",
+    "PostEdited",
+    "PostDeleted",
+    "RemotePostCreated",
+    "RemotePostEdited",
+    "RemotePostDeleted",
+    "RemoteActorDeleted",
+];
 
 #[async_trait]
 impl Projection for Posts {
@@ -32,7 +43,11 @@ impl Projection for Posts {
         match decode(event)? {
             Some(DomainEvent::PostCreated(e)) => created(conn, event, &e).await,
             Some(DomainEvent::PostEdited(e)) => edited(conn, &e).await,
-            Some(DomainEvent::PostDeleted(e)) => deleted(conn, &e).await,
+            Some(DomainEvent::PostDeleted(e)) => deleted(conn, &e.uri, e.deleted_at).await,
+            Some(DomainEvent::RemotePostCreated(e)) => remote_created(conn, event, &e).await,
+            Some(DomainEvent::RemotePostEdited(e)) => remote_edited(conn, &e).await,
+            Some(DomainEvent::RemotePostDeleted(e)) => remote_deleted(conn, &e).await,
+            Some(DomainEvent::RemoteActorDeleted(e)) => author_deleted(conn, &e).await,
             _ => Ok(()),
         }
     }
@@ -140,7 +155,11 @@ async fn edited(conn: &mut PgConnection, e: &PostEdited) -> Result<(), Projectio
     Ok(())
 }
 
-async fn deleted(conn: &mut PgConnection, e: &PostDeleted) -> Result<(), ProjectionError> {
+async fn deleted(
+    conn: &mut PgConnection,
+    uri: &str,
+    deleted_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ProjectionError> {
     // The row stays as a tombstone (the post answers as one, and replies
     // still point at it), but nothing the author wrote may stay behind in a
     // read model: the text, the content warning, what was derived from the
@@ -152,13 +171,141 @@ async fn deleted(conn: &mut PgConnection, e: &PostDeleted) -> Result<(), Project
              hashtags = '{}', activity = NULL
          WHERE uri = $1 AND deleted_at IS NULL",
     )
+    .bind(uri)
+    .bind(deleted_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM post_edits WHERE post_uri = $1")
+        .bind(uri)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn remote_created(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+    e: &RemotePostCreated,
+) -> Result<(), ProjectionError> {
+    let (major, minor) = position(event);
+    // A reply joins its parent's thread when the parent is known; otherwise
+    // the parent (or the post itself) stands for the thread.
+    sqlx::query(
+        "INSERT INTO posts (uri, author, local, kind, domain, content, summary, sensitive,
+                            visibility, in_reply_to, in_reply_to_author, thread_root, mentions,
+                            hashtags, to_recipients, cc_recipients, published, url, attachments,
+                            position_major, position_minor)
+         SELECT $1, $2, false, $3, $4, $5, $6, $7, $8, $9, parent.author,
+                coalesce(parent.thread_root, $9, $1), $10, $11, $12, $13, $14, $15, $16, $17, $18
+         FROM (SELECT NULL) AS one
+         LEFT JOIN posts AS parent ON parent.uri = $9
+         ON CONFLICT (uri) DO NOTHING",
+    )
+    .bind(&e.uri)
+    .bind(&e.author)
+    .bind(&e.kind)
+    .bind(domain_of(&e.author))
+    .bind(&e.content)
+    .bind(&e.summary)
+    .bind(e.sensitive)
+    .bind(visibility(e.visibility))
+    .bind(&e.in_reply_to)
+    .bind(&e.mentions)
+    .bind(&e.hashtags)
+    .bind(&e.to)
+    .bind(&e.cc)
+    .bind(e.published)
+    .bind(&e.url)
+    .bind(sqlx::types::Json(&e.attachments))
+    .bind(major)
+    .bind(minor)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO post_edits (post_uri, version, content, summary, sensitive, edited_at)
+         SELECT uri, 1, $2, $3, $4, $5 FROM posts WHERE uri = $1 AND deleted_at IS NULL
+         ON CONFLICT (post_uri, version) DO NOTHING",
+    )
+    .bind(&e.uri)
+    .bind(&e.content)
+    .bind(&e.summary)
+    .bind(e.sensitive)
+    .bind(e.published)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn remote_edited(
+    conn: &mut PgConnection,
+    e: &RemotePostEdited,
+) -> Result<(), ProjectionError> {
+    // As for local edits: one statement, recognised by the edit's time.
+    sqlx::query(
+        "WITH edited AS (
+             UPDATE posts
+             SET content = $2, summary = $3, sensitive = $4, mentions = $5, hashtags = $6,
+                 attachments = $7, edited_at = $8
+             WHERE uri = $1
+               AND NOT local
+               AND deleted_at IS NULL
+               AND NOT EXISTS (
+                   SELECT 1 FROM post_edits
+                   WHERE post_uri = $1 AND version > 1 AND edited_at = $8
+               )
+             RETURNING uri
+         )
+         INSERT INTO post_edits (post_uri, version, content, summary, sensitive, edited_at)
+         SELECT uri,
+                (SELECT coalesce(max(version), 0) + 1 FROM post_edits WHERE post_uri = edited.uri),
+                $2, $3, $4, $8
+         FROM edited",
+    )
+    .bind(&e.uri)
+    .bind(&e.content)
+    .bind(&e.summary)
+    .bind(e.sensitive)
+    .bind(&e.mentions)
+    .bind(&e.hashtags)
+    .bind(sqlx::types::Json(&e.attachments))
+    .bind(e.updated)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn remote_deleted(
+    conn: &mut PgConnection,
+    e: &RemotePostDeleted,
+) -> Result<(), ProjectionError> {
+    deleted(conn, &e.uri, e.deleted_at).await?;
+    sqlx::query("UPDATE posts SET attachments = '[]', url = NULL WHERE uri = $1 AND NOT local")
+        .bind(&e.uri)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A deleted actor's posts go with it, as tombstones.
+async fn author_deleted(
+    conn: &mut PgConnection,
+    e: &RemoteActorDeleted,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "DELETE FROM post_edits WHERE post_uri IN (SELECT uri FROM posts WHERE author = $1 AND NOT local)",
+    )
+    .bind(&e.uri)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE posts
+         SET deleted_at = $2, content = '', source = NULL, summary = NULL, mentions = '{}',
+             hashtags = '{}', activity = NULL, attachments = '[]', url = NULL
+         WHERE author = $1 AND NOT local AND deleted_at IS NULL",
+    )
     .bind(&e.uri)
     .bind(e.deleted_at)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("DELETE FROM post_edits WHERE post_uri = $1")
-        .bind(&e.uri)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }

@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use chorus_domain::interactions::Reblogged;
-use chorus_domain::posts::{PostCreated, Visibility};
+use chorus_domain::posts::Visibility;
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
@@ -25,6 +25,8 @@ const EVENTS: &[&str] = &[
     "ActorRegistered",
     "PostCreated",
     "PostDeleted",
+    "RemotePostCreated",
+    "RemotePostDeleted",
     "Reblogged",
     "Unreblogged",
     "FollowAccepted",
@@ -59,18 +61,28 @@ impl Projection for Timelines {
                 .execute(&mut *conn)
                 .await?;
             }
-            Some(DomainEvent::PostCreated(e)) => created(conn, event, &e).await?,
-            Some(DomainEvent::PostDeleted(e)) => {
-                // Every trace of the post goes, including others' reblogs.
-                sqlx::query("DELETE FROM home_timeline WHERE post = $1")
-                    .bind(&e.uri)
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("DELETE FROM public_timeline WHERE post = $1")
-                    .bind(&e.uri)
-                    .execute(&mut *conn)
-                    .await?;
+            Some(DomainEvent::PostCreated(e)) => {
+                let post = NewPost {
+                    uri: &e.uri,
+                    author: &e.author,
+                    visibility: e.visibility,
+                    mentions: &e.mentions,
+                    local: true,
+                };
+                created(conn, event, &post).await?;
             }
+            Some(DomainEvent::RemotePostCreated(e)) => {
+                let post = NewPost {
+                    uri: &e.uri,
+                    author: &e.author,
+                    visibility: e.visibility,
+                    mentions: &e.mentions,
+                    local: false,
+                };
+                created(conn, event, &post).await?;
+            }
+            Some(DomainEvent::PostDeleted(e)) => deleted(conn, &e.uri).await?,
+            Some(DomainEvent::RemotePostDeleted(e)) => deleted(conn, &e.uri).await?,
             Some(DomainEvent::Reblogged(e)) => reblogged(conn, event, &e).await?,
             Some(DomainEvent::Unreblogged(e)) => {
                 sqlx::query("DELETE FROM home_timeline WHERE post = $1 AND reblogged_by = $2")
@@ -137,23 +149,46 @@ impl Projection for Timelines {
     }
 }
 
+/// What fan-out needs of a new post, local or remote.
+#[derive(Debug)]
+struct NewPost<'a> {
+    uri: &'a str,
+    author: &'a str,
+    visibility: Visibility,
+    mentions: &'a [String],
+    local: bool,
+}
+
+/// Every trace of a deleted post goes, including others' reblogs.
+async fn deleted(conn: &mut PgConnection, uri: &str) -> Result<(), ProjectionError> {
+    sqlx::query("DELETE FROM home_timeline WHERE post = $1")
+        .bind(uri)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM public_timeline WHERE post = $1")
+        .bind(uri)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 async fn created(
     conn: &mut PgConnection,
     event: &RecordedEvent,
-    e: &PostCreated,
+    e: &NewPost<'_>,
 ) -> Result<(), ProjectionError> {
     let (major, minor) = position(event);
     if e.visibility == Visibility::Public {
-        // `PostCreated` is only appended for posts written here.
         sqlx::query(
             "INSERT INTO public_timeline (post, author, local, position_major, position_minor)
-             VALUES ($1, $2, true, $3, $4)
+             VALUES ($1, $2, $5, $3, $4)
              ON CONFLICT (post) DO NOTHING",
         )
-        .bind(&e.uri)
-        .bind(&e.author)
+        .bind(e.uri)
+        .bind(e.author)
         .bind(major)
         .bind(minor)
+        .bind(e.local)
         .execute(&mut *conn)
         .await?;
     }
@@ -179,12 +214,12 @@ async fn created(
          )
          ON CONFLICT (owner, post, reblogged_by) DO NOTHING",
     )
-    .bind(&e.uri)
-    .bind(&e.author)
+    .bind(e.uri)
+    .bind(e.author)
     .bind(major)
     .bind(minor)
     .bind(e.visibility != Visibility::Direct)
-    .bind(&e.mentions)
+    .bind(e.mentions)
     .execute(&mut *conn)
     .await?;
     Ok(())

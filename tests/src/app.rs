@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_api::app::App;
+use chorus_api::config::FederationSettings;
+use chorus_api::federation::Federation;
+use chorus_api::federation::interpret::Interpreter;
 use chorus_api::http::{AppState, router};
 use chorus_postgres::PgEventStore;
 use chorus_projections::Projections;
@@ -23,6 +26,10 @@ pub struct TestApp {
     /// The command side, as the `chorus` commands use it.
     pub app: App,
     pub projections: Arc<Projections>,
+    /// The inbox's side: keys, fetches, counters.
+    pub federation: Arc<Federation>,
+    /// The subscriber interpreting received activities.
+    pub interpreter: Interpreter,
     pub client: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
 }
@@ -41,8 +48,18 @@ pub struct Account {
     pub token: String,
 }
 
-/// Starts a server on a fresh database.
+/// Starts a server on a fresh database, with federation settings fit for
+/// tests (remote servers on 127.0.0.1 allowed).
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(FederationSettings {
+        allow_private_addresses: true,
+        ..FederationSettings::default()
+    })
+    .await
+}
+
+/// Starts a server on a fresh database with these federation settings.
+pub async fn spawn_app_with(settings: FederationSettings) -> TestApp {
     let db = test_db().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -58,10 +75,25 @@ pub async fn spawn_app() -> TestApp {
     let url = url::Url::parse(&base_url).unwrap_or_else(|e| panic!("{e}"));
     let state =
         AppState::with_projections(db.pool.clone(), store.clone(), &url, projections.clone());
+    let federation = Arc::new(
+        Federation::new(&settings, db.pool.clone(), store.clone(), &base_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot start federation: {e}")),
+    );
+    let interpreter = Interpreter::start(App::new(store.clone(), &base_url), federation.clone())
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the interpreter: {e}"));
+    let state = state.with_federation(federation.clone());
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router(state)).await;
+        let _ = axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
     });
     TestApp {
+        federation,
+        interpreter,
         app: App::new(store.clone(), &base_url),
         base_url,
         pool: db.pool,
@@ -89,24 +121,44 @@ impl TestApp {
         }
     }
 
-    /// Waits until every projection has processed the whole log.
+    /// Waits until the interpreter and every projection have processed the
+    /// whole log, including what the interpreter appended.
     pub async fn settle(&self) {
-        let mut last = chorus_domain::Position::START;
+        let mut settled = chorus_domain::Position::START;
         loop {
-            let page = chorus_domain::EventStore::read_all(&self.store, last, 1000)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            match page.last() {
-                Some(e) => last = e.position,
-                None => break,
+            // The last committed event, read directly: subscriptions only
+            // pass it once the cluster's oldest running transaction (of any
+            // test's database) has ended, and must then be waited for.
+            let last = self.last_committed().await;
+            if last == settled {
+                return;
             }
+            assert!(
+                self.interpreter
+                    .reached(last, Duration::from_secs(10))
+                    .await,
+                "the interpreter did not catch up"
+            );
+            assert!(
+                self.projections
+                    .wait_for(last, Duration::from_secs(10))
+                    .await,
+                "projections did not catch up"
+            );
+            settled = last;
         }
-        assert!(
-            self.projections
-                .wait_for(last, Duration::from_secs(10))
-                .await,
-            "projections did not catch up"
-        );
+    }
+
+    async fn last_committed(&self) -> chorus_domain::Position {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT transaction_id, seq FROM events ORDER BY transaction_id DESC, seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        row.map_or(chorus_domain::Position::START, |(major, minor)| {
+            chorus_domain::Position::new(major.unsigned_abs(), minor.unsigned_abs())
+        })
     }
 
     /// Runs a GraphQL request, as `token`'s owner if given; returns the whole response.

@@ -4,3 +4,4 @@
 pub mod app;
 pub mod contract;
 pub mod pg;
+pub mod remote;

@@ -20,9 +20,9 @@ use crate::http::AppState;
 
 mod actors;
 mod collections;
-mod errors;
+pub(crate) mod errors;
 mod html;
-mod negotiation;
+pub(crate) mod negotiation;
 mod nodeinfo;
 mod objects;
 mod webfinger;

@@ -50,7 +50,7 @@ impl App {
         })
     }
 
-    async fn post_state(&self, reference: &str) -> Result<(Uuid, PostState), AppError> {
+    pub(crate) async fn post_state(&self, reference: &str) -> Result<(Uuid, PostState), AppError> {
         let id = self.post_id(reference)?;
         let (state, _) = self.load::<PostState>(&post_stream(id)).await?;
         if state.created.is_none() {

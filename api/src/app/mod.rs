@@ -8,14 +8,17 @@
 
 mod accounts;
 mod actions;
+mod instances;
 
 use chorus_domain::actors::{self, ActorRegistered, ActorState, Handle};
+use chorus_domain::instances::{InstanceError, InstanceState};
 use chorus_domain::interactions::{InteractionError, InteractionState};
 use chorus_domain::posts::{PostError, PostState};
 use chorus_domain::relationships::{RelationshipError, RelationshipState};
+use chorus_domain::remote::{RemoteActorState, RemotePostState};
 use chorus_domain::{
-    AppendOutcome, DomainEvent, EventStore, EventStoreError, ExpectedVersion, Metadata, Position,
-    StreamId,
+    AppendOutcome, DomainEvent, EventId, EventStore, EventStoreError, ExpectedVersion, Metadata,
+    Position, StreamId,
 };
 use chorus_postgres::PgEventStore;
 use sqlx::PgPool;
@@ -23,6 +26,7 @@ use uuid::Uuid;
 
 pub use accounts::NewAccount;
 pub use actions::{PostInput, Target};
+pub use instances::BlockedInstance;
 
 /// Why a command was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,10 @@ pub enum AppError {
     Relationship(#[from] RelationshipError),
     #[error("{0}")]
     Interaction(#[from] InteractionError),
+    #[error("{0}")]
+    Instance(#[from] InstanceError),
+    #[error("only admins may do this")]
+    Forbidden,
     #[error("no such {what}: {id}")]
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
@@ -69,6 +77,8 @@ impl AppError {
             Self::Post(e) => e.code(),
             Self::Relationship(e) => e.code(),
             Self::Interaction(e) => e.code(),
+            Self::Instance(e) => e.code(),
+            Self::Forbidden => "FORBIDDEN",
             Self::NotFound { .. } => "NOT_FOUND",
             Self::Invalid(_) => "INVALID_INPUT",
             Self::Contended => "CONFLICT",
@@ -120,7 +130,25 @@ macro_rules! fold_via_apply {
         }
     )*};
 }
-fold_via_apply!(ActorState, PostState, RelationshipState, InteractionState);
+fold_via_apply!(
+    ActorState,
+    PostState,
+    RelationshipState,
+    InteractionState,
+    InstanceState,
+    RemotePostState,
+    RemoteActorState
+);
+
+/// How the events of a decision are stamped.
+#[derive(Clone, Debug, Default)]
+pub struct Stamp {
+    /// Copied onto every event.
+    pub metadata: Metadata,
+    /// For events caused by another (an interpreted activity): their ids are
+    /// derived from the cause's, so deciding again appends nothing twice.
+    pub cause: Option<EventId>,
+}
 
 /// How many times a command is decided again after losing a race.
 const ATTEMPTS: usize = 5;
@@ -172,13 +200,34 @@ impl App {
         &self,
         stream: &StreamId,
         actor: Option<&str>,
+        decide: F,
+    ) -> Result<Option<Position>, AppError>
+    where
+        S: Fold,
+        F: FnMut(&S) -> Result<Vec<DomainEvent>, AppError>,
+    {
+        let stamp = Stamp {
+            metadata: Metadata {
+                actor: actor.map(str::to_owned),
+                correlation_id: Some(Uuid::now_v7()),
+                ..Metadata::default()
+            },
+            cause: None,
+        };
+        self.execute_stamped(stream, &stamp, decide).await
+    }
+
+    /// [`App::execute`] with the events' metadata and ids given by `stamp`.
+    pub async fn execute_stamped<S, F>(
+        &self,
+        stream: &StreamId,
+        stamp: &Stamp,
         mut decide: F,
     ) -> Result<Option<Position>, AppError>
     where
         S: Fold,
         F: FnMut(&S) -> Result<Vec<DomainEvent>, AppError>,
     {
-        let correlation = Uuid::now_v7();
         for _ in 0..ATTEMPTS {
             let (state, version) = self.load::<S>(stream).await?;
             let events = decide(&state)?;
@@ -192,13 +241,13 @@ impl App {
             };
             let new_events = events
                 .iter()
-                .map(|e| {
-                    e.to_new_event().map(|n| {
-                        n.with_metadata(Metadata {
-                            actor: actor.map(str::to_owned),
-                            correlation_id: Some(correlation),
-                            ..Metadata::default()
-                        })
+                .enumerate()
+                .map(|(i, e)| {
+                    e.to_new_event().map(|mut n| {
+                        if let Some(cause) = stamp.cause {
+                            n.id = EventId::derived(cause, &format!("{stream}#{i}"));
+                        }
+                        n.with_metadata(stamp.metadata.clone())
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()

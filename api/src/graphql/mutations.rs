@@ -3,7 +3,7 @@
 
 use async_graphql::{Context, ID, InputObject, Object};
 
-use super::types::{Post, Relationship, Visibility};
+use super::types::{InstanceBlock, Post, Relationship, Visibility};
 use super::{GraphqlError, Result, Services, acting, error};
 use crate::app::{App, AppError, LocalActor, PostInput, Target};
 
@@ -193,5 +193,36 @@ impl MutationRoot {
     /// Lifts a block (Undo{Block}).
     async fn unblock(&self, ctx: &Context<'_>, actor: String) -> Result<Relationship> {
         on_actor(ctx, |app, me| async move { app.unblock(&me, &actor).await }).await
+    }
+
+    /// Admins: refuses a domain's inbox requests and hides its content.
+    async fn block_instance(
+        &self,
+        ctx: &Context<'_>,
+        domain: String,
+        reason: Option<String>,
+    ) -> Result<InstanceBlock> {
+        let me = acting(ctx).await?;
+        let s = ctx.data::<Services>()?;
+        let (domain, position) = s
+            .app
+            .block_instance(Some(&me), &domain, reason)
+            .await
+            .map_err(GraphqlError::from)?;
+        s.caught_up(position).await;
+        InstanceBlock::of(s, domain).await
+    }
+
+    /// Admins: lifts a domain's block.
+    async fn unblock_instance(&self, ctx: &Context<'_>, domain: String) -> Result<InstanceBlock> {
+        let me = acting(ctx).await?;
+        let s = ctx.data::<Services>()?;
+        let (domain, position) = s
+            .app
+            .unblock_instance(Some(&me), &domain)
+            .await
+            .map_err(GraphqlError::from)?;
+        s.caught_up(position).await;
+        InstanceBlock::of(s, domain).await
     }
 }

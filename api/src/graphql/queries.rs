@@ -5,8 +5,8 @@ use async_graphql::{Context, Enum, ID, Object};
 use sqlx::Row;
 
 use super::types::{
-    ACTOR_COLUMNS, Actor, Notification, NotificationKind, POST_COLUMNS, Post, TimelineItem,
-    VISIBLE, connection, page_args,
+    ACTOR_COLUMNS, Actor, InstanceBlock, Notification, NotificationKind, POST_COLUMNS, Post,
+    TimelineItem, VISIBLE, connection, page_args,
 };
 use super::{Result, Services, acting, error, internal, signed_in, viewer_uri};
 
@@ -221,6 +221,22 @@ impl QueryRoot {
             after,
         )
         .await
+    }
+
+    /// Admins: the blocked domains.
+    async fn blocked_instances(&self, ctx: &Context<'_>) -> Result<Vec<InstanceBlock>> {
+        let me = acting(ctx).await?;
+        if !me.admin {
+            return Err(error("FORBIDDEN", "only admins may do this"));
+        }
+        let s = ctx.data::<Services>()?;
+        Ok(s.app
+            .blocked_instances()
+            .await
+            .map_err(|e| super::GraphqlError::from(e).0)?
+            .into_iter()
+            .map(InstanceBlock::from)
+            .collect())
     }
 
     /// Actors the signed-in actor blocks.

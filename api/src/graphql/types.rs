@@ -235,7 +235,8 @@ pub(crate) const VISIBLE: &str = "p.deleted_at IS NULL
          OR (p.visibility = 'followers_only' AND EXISTS (
                 SELECT 1 FROM follows f WHERE f.follower = $1 AND f.followee = p.author AND f.state = 'accepted')))
     AND NOT EXISTS (SELECT 1 FROM blocks b
-                    WHERE (b.blocker = $1 AND b.blocked = p.author) OR (b.blocker = p.author AND b.blocked = $1))";
+                    WHERE (b.blocker = $1 AND b.blocked = p.author) OR (b.blocker = p.author AND b.blocked = $1))
+    AND NOT EXISTS (SELECT 1 FROM blocked_instances bi WHERE bi.domain = p.domain)";
 
 impl Post {
     pub(crate) fn from_row(row: &PgRow) -> std::result::Result<(Self, (i64, i64)), sqlx::Error> {
@@ -427,4 +428,46 @@ pub(crate) fn connection<T: async_graphql::OutputType>(
             .map(|(node, (major, minor))| Edge::new(format!("{major}.{minor}"), node)),
     );
     connection
+}
+
+/// A domain's standing with this server.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct InstanceBlock {
+    /// The normalised domain (lower case, with a port if it has one).
+    pub domain: String,
+    pub blocked: bool,
+    pub reason: Option<String>,
+    pub blocked_at: Option<DateTime<Utc>>,
+}
+
+impl InstanceBlock {
+    pub(crate) async fn of(services: &Services, domain: String) -> Result<Self> {
+        let row = services
+            .app
+            .blocked_instances()
+            .await
+            .map_err(|e| super::GraphqlError::from(e).0)?
+            .into_iter()
+            .find(|b| b.domain == domain);
+        Ok(match row {
+            Some(b) => Self::from(b),
+            None => Self {
+                domain,
+                blocked: false,
+                reason: None,
+                blocked_at: None,
+            },
+        })
+    }
+}
+
+impl From<crate::app::BlockedInstance> for InstanceBlock {
+    fn from(b: crate::app::BlockedInstance) -> Self {
+        Self {
+            domain: b.domain,
+            blocked: true,
+            reason: b.reason,
+            blocked_at: Some(b.blocked_at),
+        }
+    }
 }

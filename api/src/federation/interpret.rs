@@ -1,0 +1,905 @@
+//! The interpreter: a subscriber of the log that turns each stored
+//! [`ActivityReceived`] into the events of what it means (a remote post, a
+//! follow, a favorite, ...), or records why it changed nothing.
+//!
+//! Every event it appends is caused by the received event, with an id
+//! derived from it, so interpreting an activity again (after a crash, or
+//! when an admin reprocesses history) appends nothing twice. Its side
+//! effect on the world, the automatic Accept of a follow, is such an event
+//! too; delivering it is the delivery workers' business.
+//!
+//! It runs activities of different actors concurrently and those of one
+//! actor in order (a Follow before its Undo), and checkpoints after each
+//! batch it finished whole.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_domain::inbound::{
+    ActivityKind, InboundActivity, InnerActivity, Interpretation, RemoteNote,
+};
+use chorus_domain::interactions::{self, InteractionState, favorite_stream, reblog_stream};
+use chorus_domain::posts::Visibility;
+use chorus_domain::relationships::{self, Followee, RelationshipState, relationship_stream};
+use chorus_domain::remote::{
+    self, ActivityNotApplied, ActivityReceived, NotApplied, RemoteActorDeleted, RemoteActorState,
+    RemotePostCreated, RemotePostEdited, RemotePostState, remote_actor_stream, remote_post_stream,
+};
+use chorus_domain::{DomainEvent, EventStore, Metadata, Position, RecordedEvent};
+use chorus_postgres::checkpoints;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::Federation;
+use super::remote_keys::{domain_of, remote_actor_updated};
+use crate::app::{App, AppError, Stamp};
+
+/// The interpreter's checkpoint name.
+pub const SUBSCRIBER: &str = "interpreter";
+
+/// Events read per batch.
+const BATCH: usize = 256;
+/// Activities interpreted at once (of different actors).
+const CONCURRENCY: usize = 16;
+
+/// What became of one activity.
+#[derive(Debug)]
+enum Outcome {
+    Applied,
+    NotApplied(NotApplied, String),
+}
+
+fn unsupported(reason: impl Into<String>) -> Outcome {
+    Outcome::NotApplied(NotApplied::Unsupported, reason.into())
+}
+
+fn refused(reason: impl Into<String>) -> Outcome {
+    Outcome::NotApplied(NotApplied::Refused, reason.into())
+}
+
+fn ignored(reason: impl Into<String>) -> Outcome {
+    Outcome::NotApplied(NotApplied::Ignored, reason.into())
+}
+
+/// The running interpreter: its progress, to wait on.
+#[derive(Clone, Debug)]
+pub struct Interpreter {
+    progress: watch::Receiver<Position>,
+}
+
+impl Interpreter {
+    /// Starts interpreting from the checkpoint, in a task of its own.
+    pub async fn start(app: App, federation: Arc<Federation>) -> Result<Self, sqlx::Error> {
+        let start = checkpoints::load(&app.pool, SUBSCRIBER)
+            .await?
+            .unwrap_or(Position::START);
+        let (tx, progress) = watch::channel(start);
+        tokio::spawn(run(Worker { app, federation }, start, tx));
+        Ok(Self { progress })
+    }
+
+    /// Waits until everything up to `position` is interpreted.
+    pub async fn reached(&self, position: Position, timeout: Duration) -> bool {
+        let mut progress = self.progress.clone();
+        tokio::time::timeout(timeout, progress.wait_for(|p| *p >= position))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The last position interpreted.
+    pub fn position(&self) -> Position {
+        *self.progress.borrow()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Worker {
+    app: App,
+    federation: Arc<Federation>,
+}
+
+async fn run(worker: Worker, mut checkpoint: Position, progress: watch::Sender<Position>) {
+    let mut last_saved = std::time::Instant::now();
+    'subscribe: loop {
+        if worker.app.pool.is_closed() {
+            return;
+        }
+        let mut events = worker
+            .app
+            .store
+            .subscribe_all(checkpoint)
+            .ready_chunks(BATCH);
+        while let Some(batch) = events.next().await {
+            let batch: Vec<RecordedEvent> = match batch.into_iter().collect() {
+                Ok(batch) => batch,
+                Err(error) => {
+                    if worker.app.pool.is_closed() {
+                        return;
+                    }
+                    tracing::error!(%error, "interpreter cannot read the log; paused");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue 'subscribe;
+                }
+            };
+            let Some(last) = batch.last().map(|e| e.position) else {
+                continue;
+            };
+            // Received activities, one lane per actor: in order within a
+            // lane, lanes side by side.
+            let mut lanes: HashMap<String, Vec<(RecordedEvent, ActivityReceived)>> = HashMap::new();
+            for event in batch {
+                if event.event_type != "ActivityReceived" {
+                    continue;
+                }
+                match DomainEvent::from_recorded(&event) {
+                    Ok(Some(DomainEvent::ActivityReceived(received))) => lanes
+                        .entry(received.actor.clone())
+                        .or_default()
+                        .push((event, received)),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::error!(event = %event.id, %error, "unreadable received activity");
+                    }
+                }
+            }
+            let failed = futures::stream::iter(lanes.into_values())
+                .map(|lane| {
+                    let worker = worker.clone();
+                    async move {
+                        let mut failed = false;
+                        for (event, received) in lane {
+                            if let Err(error) = worker.interpret(&event, &received).await {
+                                tracing::error!(
+                                    activity = %received.activity_id,
+                                    %error,
+                                    "interpreting failed; will retry"
+                                );
+                                failed = true;
+                                break;
+                            }
+                        }
+                        failed
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .any(|failed| async move { failed })
+                .await;
+            if failed {
+                // Nothing is skipped: the whole batch runs again (what was
+                // done is not done twice: every append has a derived id).
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue 'subscribe;
+            }
+            checkpoint = last;
+            progress.send_replace(last);
+            if last_saved.elapsed() >= Duration::from_millis(200) {
+                match checkpoints::save(&worker.app.pool, SUBSCRIBER, last).await {
+                    Ok(()) => last_saved = std::time::Instant::now(),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not save the interpreter's checkpoint")
+                    }
+                }
+            }
+        }
+        if worker.app.pool.is_closed() {
+            return;
+        }
+    }
+}
+
+impl Worker {
+    /// Interprets one received activity and records the outcome.
+    async fn interpret(
+        &self,
+        event: &RecordedEvent,
+        received: &ActivityReceived,
+    ) -> Result<(), AppError> {
+        let stamp = Stamp {
+            metadata: Metadata {
+                actor: Some(received.actor.clone()),
+                ..Metadata::caused_by(event)
+            },
+            cause: Some(event.id),
+        };
+        let outcome = match serde_json::from_str::<Value>(&received.raw) {
+            Err(error) => refused(format!("the stored body is not JSON: {error}")),
+            Ok(document) => match chorus_domain::inbound::read_activity(&document) {
+                Err(error) => refused(error.to_string()),
+                Ok(activity) => self.apply(&stamp, &activity, &document).await?,
+            },
+        };
+        if let Outcome::NotApplied(outcome, reason) = outcome {
+            tracing::debug!(activity = %received.activity_id, ?outcome, %reason, "activity not applied");
+            let not_applied = DomainEvent::ActivityNotApplied(ActivityNotApplied {
+                activity_id: received.activity_id.clone(),
+                activity_type: received.activity_type.clone(),
+                outcome,
+                reason,
+            });
+            self.append_one(
+                &remote::received_stream(&received.activity_id),
+                &stamp,
+                not_applied,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Appends one event caused by the received one, once.
+    async fn append_one(
+        &self,
+        stream: &chorus_domain::StreamId,
+        stamp: &Stamp,
+        event: DomainEvent,
+    ) -> Result<(), AppError> {
+        let mut new_event = event
+            .to_new_event()
+            .map_err(|e| AppError::Invalid(format!("event could not be encoded: {e}")))?
+            .with_metadata(stamp.metadata.clone());
+        if let Some(cause) = stamp.cause {
+            new_event.id = chorus_domain::EventId::derived(cause, &format!("{stream}#outcome"));
+        }
+        self.app
+            .store
+            .append(stream, chorus_domain::ExpectedVersion::Any, vec![new_event])
+            .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        stamp: &Stamp,
+        activity: &InboundActivity,
+        document: &Value,
+    ) -> Result<Outcome, AppError> {
+        let actor = activity.actor.as_str();
+        if self.is_local(actor) {
+            return Ok(refused("the actor claims to be local"));
+        }
+        let interpretation = match chorus_domain::inbound::interpret(activity) {
+            Ok(interpretation) => interpretation,
+            Err(error) => return Ok(refused(error.to_string())),
+        };
+        match interpretation {
+            Interpretation::CreateNote { note, .. } => self.create_note(stamp, actor, note).await,
+            Interpretation::UpdateNote { note, .. } => self.update_note(stamp, actor, note).await,
+            Interpretation::NeedsFetch {
+                kind, object_id, ..
+            } => {
+                // Only the object's own server is believed about it.
+                if domain_of(&object_id) != domain_of(actor) {
+                    return Ok(refused("the object is not on the actor's server"));
+                }
+                let note = match self.fetch_note(&object_id).await {
+                    Ok(note) => note,
+                    Err(outcome) => return Ok(outcome),
+                };
+                match kind {
+                    ActivityKind::Update => self.update_note(stamp, actor, note).await,
+                    _ => self.create_note(stamp, actor, note).await,
+                }
+            }
+            Interpretation::UpdateActor { profile, .. } => {
+                if profile.id != actor {
+                    return Ok(refused("an actor may only update itself"));
+                }
+                self.federation.keys.forget_owner(actor);
+                let event = DomainEvent::RemoteActorUpdated(remote_actor_updated(&profile));
+                self.decide::<RemoteActorState>(&remote_actor_stream(actor), stamp, |state| {
+                    if state.deleted {
+                        vec![]
+                    } else {
+                        vec![event.clone()]
+                    }
+                })
+                .await
+            }
+            Interpretation::DeleteActor { .. } => {
+                self.federation.keys.forget_owner(actor);
+                let event = DomainEvent::RemoteActorDeleted(RemoteActorDeleted {
+                    uri: actor.to_owned(),
+                    deleted_at: activity.published.unwrap_or_else(chrono::Utc::now),
+                });
+                self.decide::<RemoteActorState>(&remote_actor_stream(actor), stamp, |state| {
+                    if state.deleted {
+                        vec![]
+                    } else {
+                        vec![event.clone()]
+                    }
+                })
+                .await
+            }
+            Interpretation::DeleteObject { object_id, .. } => {
+                let at = activity.published.unwrap_or_else(chrono::Utc::now);
+                self.try_decide::<RemotePostState, _>(&remote_post_stream(&object_id), stamp, |s| {
+                    remote::delete_post(s, actor, at).map_err(|e| e.to_string())
+                })
+                .await
+            }
+            Interpretation::Follow { object_id, .. } => {
+                self.follow(stamp, activity, document, &object_id).await
+            }
+            Interpretation::AcceptFollow { follow, .. } => {
+                self.answer_follow(stamp, activity, document, follow, true)
+                    .await
+            }
+            Interpretation::RejectFollow { follow, .. } => {
+                self.answer_follow(stamp, activity, document, follow, false)
+                    .await
+            }
+            Interpretation::Like { object_id, .. } => {
+                self.like(stamp, activity, document, &object_id).await
+            }
+            Interpretation::Announce {
+                object_id, inline, ..
+            } => {
+                let inline = if inline {
+                    activity
+                        .object
+                        .inline()
+                        .and_then(|o| chorus_domain::inbound::read_note(o).ok())
+                } else {
+                    None
+                };
+                self.announce(stamp, activity, document, &object_id, inline)
+                    .await
+            }
+            Interpretation::Block { object_id, .. } => {
+                if !self.is_local(&object_id) {
+                    return Ok(ignored("the blocked actor is not local"));
+                }
+                let block_id = activity.id.clone();
+                let received = strip_context(document);
+                self.decide_received::<RelationshipState, _, _>(
+                    &relationship_stream(actor, &object_id),
+                    stamp,
+                    &received,
+                    |state| relationships::block(state, actor, &object_id, &block_id),
+                )
+                .await
+            }
+            Interpretation::Undo { inner, .. } => self.undo(stamp, activity, document, inner).await,
+            Interpretation::Unsupported { reason, .. } => Ok(unsupported(reason)),
+        }
+    }
+
+    /// A post fetched from its origin (the caller checked the origin).
+    async fn fetch_note(&self, object_id: &str) -> Result<RemoteNote, Outcome> {
+        let fetched = self
+            .federation
+            .fetcher
+            .get_activity(object_id)
+            .await
+            .map_err(|e| ignored(format!("the object could not be fetched: {e}")))?;
+        if domain_of(fetched.url.as_str()) != domain_of(object_id) {
+            return Err(refused("the object was served by another server"));
+        }
+        let note = chorus_domain::inbound::read_note(&fetched.document)
+            .map_err(|e| ignored(format!("the fetched object is unusable: {e}")))?;
+        if note.id != object_id {
+            return Err(refused("the fetched object has another id"));
+        }
+        Ok(note)
+    }
+
+    fn is_local(&self, uri: &str) -> bool {
+        uri.strip_prefix(&self.app.base_url)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// Decides on `stream` with events that cannot be refused; no events
+    /// means there was nothing to do.
+    async fn decide<S: crate::app::Fold>(
+        &self,
+        stream: &chorus_domain::StreamId,
+        stamp: &Stamp,
+        decide: impl Fn(&S) -> Vec<DomainEvent>,
+    ) -> Result<Outcome, AppError> {
+        self.try_decide::<S, _>(stream, stamp, |s| Ok(decide(s)))
+            .await
+    }
+
+    /// Decides on `stream`; a refusal becomes an `ignored` outcome with its
+    /// reason, an empty decision an `ignored` "nothing to do".
+    async fn try_decide<S, F>(
+        &self,
+        stream: &chorus_domain::StreamId,
+        stamp: &Stamp,
+        decide: F,
+    ) -> Result<Outcome, AppError>
+    where
+        S: crate::app::Fold,
+        F: Fn(&S) -> Result<Vec<DomainEvent>, String>,
+    {
+        let mut refusal = None;
+        let position = self
+            .app
+            .execute_stamped::<S, _>(stream, stamp, |state| match decide(state) {
+                Ok(events) => Ok(events),
+                Err(reason) => {
+                    refusal = Some(reason);
+                    Ok(vec![])
+                }
+            })
+            .await?;
+        Ok(match (position, refusal) {
+            (_, Some(reason)) => ignored(reason),
+            (None, None) => ignored("nothing to change"),
+            (Some(_), None) => Outcome::Applied,
+        })
+    }
+
+    /// [`Worker::try_decide`] for decisions that write their own activity,
+    /// which is replaced by the received one.
+    async fn decide_received<S, E, F>(
+        &self,
+        stream: &chorus_domain::StreamId,
+        stamp: &Stamp,
+        received: &Value,
+        decide: F,
+    ) -> Result<Outcome, AppError>
+    where
+        S: crate::app::Fold,
+        E: std::fmt::Display,
+        F: Fn(&S) -> Result<Vec<DomainEvent>, E>,
+    {
+        self.try_decide::<S, _>(stream, stamp, |state| {
+            let mut events = decide(state).map_err(|e| e.to_string())?;
+            replace_activity(&mut events, received);
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn create_note(
+        &self,
+        stamp: &Stamp,
+        actor: &str,
+        note: RemoteNote,
+    ) -> Result<Outcome, AppError> {
+        if note.attributed_to != actor {
+            return Ok(refused(format!(
+                "the post is attributed to {}, not to the actor {actor}",
+                note.attributed_to
+            )));
+        }
+        if domain_of(&note.id) != domain_of(actor) {
+            return Ok(refused("the post's id is not on the actor's server"));
+        }
+        let post = remote_post_created(note);
+        self.try_decide::<RemotePostState, _>(&remote_post_stream(&post.uri), stamp, |s| {
+            remote::create_post(s, post.clone()).map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn update_note(
+        &self,
+        stamp: &Stamp,
+        actor: &str,
+        note: RemoteNote,
+    ) -> Result<Outcome, AppError> {
+        let edit = RemotePostEdited {
+            uri: note.id.clone(),
+            author: note.attributed_to.clone(),
+            content: note.content_html.clone(),
+            summary: note.summary.clone(),
+            sensitive: note.sensitive,
+            mentions: note.mentions.clone(),
+            hashtags: note.hashtags.clone(),
+            attachments: attachments(&note),
+            updated: note.updated.unwrap_or_else(chrono::Utc::now),
+        };
+        self.try_decide::<RemotePostState, _>(&remote_post_stream(&note.id), stamp, |s| {
+            remote::edit_post(s, actor, edit.clone()).map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn follow(
+        &self,
+        stamp: &Stamp,
+        activity: &InboundActivity,
+        document: &Value,
+        object: &str,
+    ) -> Result<Outcome, AppError> {
+        let Some(followee) = self.app.local_actor_by_uri(object).await? else {
+            return Ok(ignored("the followed actor is not local"));
+        };
+        let actor = activity.actor.as_str();
+        let received = strip_context(document);
+        let accept_id = format!(
+            "{}/activities/{}",
+            self.app.base_url,
+            stamp.cause.map(|c| c.0).unwrap_or_default()
+        );
+        let followee = Followee {
+            uri: followee.uri,
+            locked: followee.locked,
+            local: true,
+        };
+        self.try_decide::<RelationshipState, _>(
+            &relationship_stream(actor, &followee.uri),
+            stamp,
+            |state| {
+                let mut events =
+                    relationships::follow(state, actor, &followee, &activity.id, &accept_id)
+                        .map_err(|e| e.to_string())?;
+                // Keep the Follow as it came, and accept that very Follow.
+                for event in &mut events {
+                    match event {
+                        DomainEvent::FollowRequested(e) => e.activity = received.clone(),
+                        DomainEvent::FollowAccepted(e) => e.activity["object"] = received.clone(),
+                        _ => {}
+                    }
+                }
+                Ok(events)
+            },
+        )
+        .await
+    }
+
+    async fn answer_follow(
+        &self,
+        stamp: &Stamp,
+        activity: &InboundActivity,
+        document: &Value,
+        follow: InnerActivity,
+        accepted: bool,
+    ) -> Result<Outcome, AppError> {
+        let followee = activity.actor.as_str();
+        let follower = match follow.actor {
+            Some(follower) => Some(follower),
+            None => match &follow.id {
+                Some(id) => {
+                    sqlx::query_scalar(
+                        "SELECT follower FROM follows WHERE follow_id = $1 AND followee = $2",
+                    )
+                    .bind(id)
+                    .bind(followee)
+                    .fetch_optional(&self.app.pool)
+                    .await?
+                }
+                None => None,
+            },
+        };
+        let Some(follower) = follower.filter(|f| self.is_local(f)) else {
+            return Ok(ignored("no follow of a local actor is answered"));
+        };
+        let received = strip_context(document);
+        self.try_decide::<RelationshipState, _>(
+            &relationship_stream(&follower, followee),
+            stamp,
+            |state| {
+                let Some(relationships::Follow::Requested { follow_id, .. }) =
+                    state.follow(&follower, followee)
+                else {
+                    return Err("no pending follow request matches".to_owned());
+                };
+                let follow_id = follow_id.clone();
+                Ok(vec![if accepted {
+                    DomainEvent::FollowAccepted(relationships::FollowAccepted {
+                        follower: follower.clone(),
+                        followee: followee.to_owned(),
+                        follow_id,
+                        automatic: false,
+                        activity: received.clone(),
+                    })
+                } else {
+                    DomainEvent::FollowRejected(relationships::FollowRejected {
+                        follower: follower.clone(),
+                        followee: followee.to_owned(),
+                        follow_id,
+                        activity: received.clone(),
+                    })
+                }])
+            },
+        )
+        .await
+    }
+
+    async fn like(
+        &self,
+        stamp: &Stamp,
+        activity: &InboundActivity,
+        document: &Value,
+        object: &str,
+    ) -> Result<Outcome, AppError> {
+        if !self.is_local(object) {
+            return Ok(ignored("only favorites of local posts are kept"));
+        }
+        let Ok((_, post)) = self.app.post_state(object).await else {
+            return Ok(ignored("the favorited post is unknown"));
+        };
+        let actor = activity.actor.as_str();
+        let live = post.live().cloned();
+        let author = post
+            .created
+            .as_ref()
+            .map(|p| p.author.clone())
+            .unwrap_or_default();
+        let standing = self.app.standing(actor, &author).await?;
+        let received = strip_context(document);
+        self.decide_received::<InteractionState, _, _>(
+            &favorite_stream(actor, object),
+            stamp,
+            &received,
+            |state| {
+                let target = interactions::Target {
+                    post: live.as_ref(),
+                    mentions: post.mentions(),
+                    standing,
+                };
+                interactions::favorite(state, actor, &target, &activity.id)
+            },
+        )
+        .await
+    }
+
+    async fn announce(
+        &self,
+        stamp: &Stamp,
+        activity: &InboundActivity,
+        document: &Value,
+        object: &str,
+        inline: Option<RemoteNote>,
+    ) -> Result<Outcome, AppError> {
+        let actor = activity.actor.as_str();
+        let received = strip_context(document);
+        let published = activity.published.unwrap_or_else(chrono::Utc::now);
+        if self.is_local(object) {
+            let Ok((_, post)) = self.app.post_state(object).await else {
+                return Ok(ignored("the reblogged post is unknown"));
+            };
+            let live = post.live().cloned();
+            let author = post
+                .created
+                .as_ref()
+                .map(|p| p.author.clone())
+                .unwrap_or_default();
+            let standing = self.app.standing(actor, &author).await?;
+            let followers = format!("{actor}/followers");
+            return self
+                .try_decide::<InteractionState, _>(&reblog_stream(actor, object), stamp, |state| {
+                    let target = interactions::Target {
+                        post: live.as_ref(),
+                        mentions: post.mentions(),
+                        standing,
+                    };
+                    let mut events = interactions::reblog(
+                        state,
+                        actor,
+                        &followers,
+                        &target,
+                        &activity.id,
+                        published,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    replace_activity(&mut events, &received);
+                    Ok(events)
+                })
+                .await;
+        }
+        // A remote post: known already, or taken from its origin. An inline
+        // copy is trusted only when it comes from the post's own server.
+        let (mut state, _) = self
+            .app
+            .load::<RemotePostState>(&remote_post_stream(object))
+            .await?;
+        if state.created.is_none() {
+            let note = match inline.filter(|n| domain_of(&n.id) == domain_of(actor)) {
+                Some(note) => note,
+                None => match self.fetch_note(object).await {
+                    Ok(note) => note,
+                    Err(outcome) => return Ok(outcome),
+                },
+            };
+            if domain_of(&note.id) != domain_of(&note.attributed_to) {
+                return Ok(refused("the post's author is on another server"));
+            }
+            let post = remote_post_created(note);
+            self.decide::<RemotePostState>(&remote_post_stream(object), stamp, |s| {
+                remote::create_post(s, post.clone()).unwrap_or_default()
+            })
+            .await?;
+            state = self
+                .app
+                .load::<RemotePostState>(&remote_post_stream(object))
+                .await?
+                .0;
+        }
+        let Some(post) = state.created.filter(|_| !state.deleted) else {
+            return Ok(ignored("the reblogged post was deleted"));
+        };
+        if !matches!(post.visibility, Visibility::Public | Visibility::Unlisted) {
+            return Ok(refused("only public and unlisted posts can be reblogged"));
+        }
+        self.try_decide::<InteractionState, _>(&reblog_stream(actor, object), stamp, |state| {
+            if state.current.is_some() {
+                return Err("already reblogged".to_owned());
+            }
+            Ok(vec![DomainEvent::Reblogged(interactions::Reblogged {
+                actor: actor.to_owned(),
+                post: post.uri.clone(),
+                post_author: post.author.clone(),
+                announce_id: activity.id.clone(),
+                published,
+                activity: received.clone(),
+            })])
+        })
+        .await
+    }
+
+    async fn undo(
+        &self,
+        stamp: &Stamp,
+        activity: &InboundActivity,
+        document: &Value,
+        inner: InnerActivity,
+    ) -> Result<Outcome, AppError> {
+        let actor = activity.actor.as_str();
+        let received = strip_context(document);
+        let undo_id = activity.id.clone();
+        // An Undo naming only the activity's id: find what it was.
+        let (kind, object) = match (inner.kind, inner.object) {
+            (Some(kind), Some(object)) => (kind, object),
+            (_, _) => match &inner.id {
+                Some(id) => match self.undone(actor, id).await? {
+                    Some(found) => found,
+                    None => return Ok(ignored("the undone activity is unknown")),
+                },
+                None => return Ok(ignored("the undone activity is unknown")),
+            },
+        };
+        match kind {
+            ActivityKind::Follow => {
+                self.decide_received::<RelationshipState, _, _>(
+                    &relationship_stream(actor, &object),
+                    stamp,
+                    &received,
+                    |state| relationships::unfollow(state, actor, &object, &undo_id),
+                )
+                .await
+            }
+            ActivityKind::Block => {
+                self.decide_received::<RelationshipState, _, _>(
+                    &relationship_stream(actor, &object),
+                    stamp,
+                    &received,
+                    |state| relationships::unblock(state, actor, &object, &undo_id),
+                )
+                .await
+            }
+            ActivityKind::Like => {
+                let author = self.author_of(&object).await?;
+                self.decide_received::<InteractionState, _, _>(
+                    &favorite_stream(actor, &object),
+                    stamp,
+                    &received,
+                    |state| interactions::unfavorite(state, actor, &object, &author, &undo_id),
+                )
+                .await
+            }
+            ActivityKind::Announce => {
+                let author = self.author_of(&object).await?;
+                let followers = format!("{actor}/followers");
+                self.decide_received::<InteractionState, _, _>(
+                    &reblog_stream(actor, &object),
+                    stamp,
+                    &received,
+                    |state| {
+                        interactions::unreblog(state, actor, &followers, &object, &author, &undo_id)
+                    },
+                )
+                .await
+            }
+            other => Ok(unsupported(format!(
+                "undoing {other} activities is not supported"
+            ))),
+        }
+    }
+
+    /// What `actor`'s activity `id` was, from the read models: its kind and object.
+    async fn undone(
+        &self,
+        actor: &str,
+        id: &str,
+    ) -> Result<Option<(ActivityKind, String)>, AppError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT 'Follow', followee FROM follows WHERE follow_id = $1 AND follower = $2
+             UNION ALL SELECT 'Like', post FROM favorites WHERE like_id = $1 AND actor = $2
+             UNION ALL SELECT 'Announce', post FROM reblogs WHERE announce_id = $1 AND actor = $2
+             UNION ALL SELECT 'Block', blocked FROM blocks WHERE block_id = $1 AND blocker = $2
+             LIMIT 1",
+        )
+        .bind(id)
+        .bind(actor)
+        .fetch_optional(&self.app.pool)
+        .await?;
+        Ok(row.map(|(kind, object)| (ActivityKind::from_name(&kind), object)))
+    }
+
+    /// The author of a local or known remote post (empty if unknown).
+    async fn author_of(&self, post: &str) -> Result<String, AppError> {
+        if self.is_local(post) {
+            return Ok(match self.app.post_state(post).await {
+                Ok((_, state)) => state.created.map(|p| p.author).unwrap_or_default(),
+                Err(_) => String::new(),
+            });
+        }
+        let (state, _) = self
+            .app
+            .load::<RemotePostState>(&remote_post_stream(post))
+            .await?;
+        Ok(state.created.map(|p| p.author).unwrap_or_default())
+    }
+}
+
+/// The received activity, as stored inside relationship and interaction
+/// events (without its `@context`, like the ones Chorus writes).
+fn strip_context(document: &Value) -> Value {
+    let mut document = document.clone();
+    if let Some(map) = document.as_object_mut() {
+        map.remove("@context");
+        map.remove("signature");
+        map.remove("proof");
+    }
+    document
+}
+
+/// Puts the received activity in place of the one a decision wrote.
+fn replace_activity(events: &mut [DomainEvent], received: &Value) {
+    for event in events {
+        match event {
+            DomainEvent::FollowRequested(e) => e.activity = received.clone(),
+            DomainEvent::Unfollowed(e) => e.activity = received.clone(),
+            DomainEvent::Blocked(e) => e.activity = received.clone(),
+            DomainEvent::Unblocked(e) => e.activity = received.clone(),
+            DomainEvent::Favorited(e) => e.activity = received.clone(),
+            DomainEvent::Unfavorited(e) => e.activity = received.clone(),
+            DomainEvent::Reblogged(e) => e.activity = received.clone(),
+            DomainEvent::Unreblogged(e) => e.activity = received.clone(),
+            _ => {}
+        }
+    }
+}
+
+fn attachments(note: &RemoteNote) -> Vec<remote::RemoteAttachment> {
+    note.attachments
+        .iter()
+        .map(|a| remote::RemoteAttachment {
+            url: a.url.clone(),
+            media_type: a.media_type.clone(),
+            name: a.name.clone(),
+        })
+        .collect()
+}
+
+/// The event taking in a remote post.
+fn remote_post_created(note: RemoteNote) -> RemotePostCreated {
+    // Articles and pages carry a title the content may not repeat.
+    let content = match (&note.title, note.content_html.is_empty()) {
+        (Some(title), true) => format!("<p>{}</p>", chorus_domain::posts::escape(title)),
+        _ => note.content_html.clone(),
+    };
+    RemotePostCreated {
+        attachments: attachments(&note),
+        uri: note.id,
+        kind: format!("{:?}", note.kind),
+        author: note.attributed_to,
+        content,
+        summary: note.summary,
+        sensitive: note.sensitive,
+        visibility: note.visibility,
+        in_reply_to: note.in_reply_to,
+        mentions: note.mentions,
+        hashtags: note.hashtags,
+        to: note.to,
+        cc: note.cc,
+        url: note.url,
+        published: note.published.unwrap_or_else(chrono::Utc::now),
+    }
+}

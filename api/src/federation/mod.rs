@@ -1,0 +1,154 @@
+//! Federation: the inbox, remote keys and fetches, the instance actor, and
+//! the interpreter that turns received activities into read-model changes.
+
+pub mod fetch;
+pub mod inbox;
+pub mod instance;
+pub mod interpret;
+pub mod metrics;
+pub mod remote_keys;
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chorus_postgres::PgEventStore;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use sqlx::PgPool;
+
+use crate::config::FederationSettings;
+use crate::http::AppState;
+use fetch::{FetchPolicy, Fetcher};
+use instance::InstanceActor;
+use metrics::InboxMetrics;
+use remote_keys::KeyResolver;
+
+/// Everything federation needs at run time, shared by the handlers.
+#[derive(Debug)]
+pub struct Federation {
+    pub settings: FederationSettings,
+    pub fetcher: Fetcher,
+    pub keys: KeyResolver,
+    pub metrics: InboxMetrics,
+    pub limits: RateLimits,
+    pub instance: Arc<InstanceActor>,
+}
+
+impl Federation {
+    /// Loads (or makes) the instance actor's key and builds the clients.
+    pub async fn new(
+        settings: &FederationSettings,
+        pool: PgPool,
+        store: PgEventStore,
+        base_url: &str,
+    ) -> anyhow::Result<Self> {
+        let instance = Arc::new(InstanceActor::load_or_create(&pool, base_url).await?);
+        let fetcher = Fetcher::new(
+            FetchPolicy {
+                allow_private_addresses: settings.allow_private_addresses,
+                ..FetchPolicy::default()
+            },
+            Some(instance.clone()),
+        )?;
+        Ok(Self {
+            settings: settings.clone(),
+            keys: KeyResolver::new(pool, store, fetcher.clone()),
+            fetcher,
+            metrics: InboxMetrics::default(),
+            limits: RateLimits::new(settings),
+            instance,
+        })
+    }
+
+    /// How far a signature's date may be from our clock.
+    pub fn signature_window(&self) -> chrono::Duration {
+        chrono::Duration::seconds(
+            i64::try_from(self.settings.signature_window_secs).unwrap_or(i64::MAX / 1000),
+        )
+    }
+
+    /// Whether any of `domains` is blocked.
+    pub async fn blocked(&self, pool: &PgPool, domains: &[&str]) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blocked_instances WHERE domain = ANY($1))")
+            .bind(domains)
+            .fetch_one(pool)
+            .await
+    }
+}
+
+/// Per-instance and per-address request rates for the inbox.
+#[derive(Debug)]
+pub struct RateLimits {
+    per_instance: DefaultKeyedRateLimiter<String>,
+    per_ip: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl RateLimits {
+    fn new(settings: &FederationSettings) -> Self {
+        let quota = |rate: u32| {
+            let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+            let burst = rate.saturating_mul(NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN));
+            Quota::per_second(rate).allow_burst(burst)
+        };
+        Self {
+            per_instance: DefaultKeyedRateLimiter::keyed(quota(settings.inbox_rate_per_instance)),
+            per_ip: DefaultKeyedRateLimiter::keyed(quota(settings.inbox_rate_per_ip)),
+        }
+    }
+
+    /// `Err(wait)` when `ip` is over its rate.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.per_ip
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// `Err(wait)` when `domain` is over its rate.
+    pub fn check_instance(&self, domain: &str) -> Result<(), Duration> {
+        self.per_instance
+            .check_key(&domain.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Drops the state of keys that are back to a full burst, so the maps
+    /// do not grow with every address ever seen.
+    pub fn shrink(&self) {
+        self.per_instance.retain_recent();
+        self.per_ip.retain_recent();
+        self.per_instance.shrink_to_fit();
+        self.per_ip.shrink_to_fit();
+    }
+}
+
+/// The routes of federation.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/inbox", post(inbox::shared_inbox))
+        .route("/users/{handle}/inbox", post(inbox::actor_inbox))
+        .route("/actor", get(instance::actor_document))
+        .route("/metrics", get(metrics_text))
+}
+
+/// `GET /metrics`: the inbox counters, in the Prometheus text format.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let body = state
+        .federation
+        .as_ref()
+        .map(|f| f.metrics.render())
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,75 @@
+//! Projection `received`: every activity other servers sent, and what the
+//! interpreter made of it (for admins: what was refused, what is not
+//! supported yet and could be reprocessed).
+
+use async_trait::async_trait;
+use chorus_domain::remote::NotApplied;
+use chorus_domain::{DomainEvent, RecordedEvent};
+use sqlx::PgConnection;
+
+use crate::common::{decode, position};
+use crate::{Projection, ProjectionError};
+
+/// Keeps the `received_activities` table.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Received;
+
+const EVENTS: &[&str] = &["ActivityReceived", "ActivityNotApplied"];
+
+#[async_trait]
+impl Projection for Received {
+    fn name(&self) -> &'static str {
+        "received"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        EVENTS.contains(&event_type)
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let (major, minor) = position(event);
+        match decode(event)? {
+            Some(DomainEvent::ActivityReceived(e)) => {
+                sqlx::query(
+                    "INSERT INTO received_activities (activity_id, activity_type, actor, object,
+                                                      remote_host, received_at, event_id,
+                                                      position_major, position_minor)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (activity_id) DO NOTHING",
+                )
+                .bind(&e.activity_id)
+                .bind(&e.activity_type)
+                .bind(&e.actor)
+                .bind(&e.object)
+                .bind(&event.metadata.remote_host)
+                .bind(event.metadata.received_at.unwrap_or(event.recorded_at))
+                .bind(event.id.0)
+                .bind(major)
+                .bind(minor)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Some(DomainEvent::ActivityNotApplied(e)) => {
+                let outcome = match e.outcome {
+                    NotApplied::Unsupported => "unsupported",
+                    NotApplied::Refused => "refused",
+                    NotApplied::Ignored => "ignored",
+                };
+                sqlx::query(
+                    "UPDATE received_activities SET outcome = $2, reason = $3 WHERE activity_id = $1",
+                )
+                .bind(&e.activity_id)
+                .bind(outcome)
+                .bind(&e.reason)
+                .execute(&mut *conn)
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
