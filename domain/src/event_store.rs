@@ -232,6 +232,17 @@ pub enum SignatureVerdict {
     },
     /// The request carried no signature (accepted only where allowed).
     Unsigned,
+    /// The signature verified, but its signer is not the activity's actor
+    /// (a forwarded or relayed activity): what is stored was fetched from
+    /// the activity's own server instead of taken from the request.
+    Refetched {
+        key_id: String,
+        /// Who signed the request (the forwarder).
+        signer: String,
+        scheme: String,
+        /// Where the stored copy was fetched from.
+        from: String,
+    },
 }
 
 /// Facts about an event that are not part of what happened: where it came

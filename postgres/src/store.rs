@@ -7,8 +7,8 @@
 //! after local appends, by `LISTEN/NOTIFY` for appends from other processes,
 //! and by a fallback poll.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,6 +47,9 @@ pub struct StoreOptions {
     /// The longest wait between re-reads while committed events sit behind a
     /// still-running transaction.
     pub max_horizon_backoff: Duration,
+    /// How many recent events the store keeps in memory for subscriptions
+    /// at the end of the log (read once for all of them).
+    pub tail_capacity: usize,
 }
 
 impl Default for StoreOptions {
@@ -55,6 +58,7 @@ impl Default for StoreOptions {
             page_size: 1000,
             poll_interval: Duration::from_secs(1),
             max_horizon_backoff: Duration::from_millis(5),
+            tail_capacity: 10_000,
         }
     }
 }
@@ -78,7 +82,46 @@ struct Inner {
     /// watcher task for every subscription of this store, so that idle
     /// subscriptions do not each poll the database.
     head: watch::Sender<Position>,
+    /// The most recent events, read by the head watcher: subscriptions at the
+    /// end of the log take them from here instead of each reading them.
+    tail: Arc<Mutex<Tail>>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// A run of the most recent events of the log, contiguous and in log order:
+/// every event after `base` up to the last one held.
+#[derive(Debug, Default)]
+struct Tail {
+    /// `None` until the watcher first reads the head.
+    base: Option<Position>,
+    events: VecDeque<Arc<RecordedEvent>>,
+}
+
+impl Tail {
+    /// The position up to which the tail holds every event.
+    fn last(&self) -> Option<Position> {
+        self.events.back().map(|e| e.position).or(self.base)
+    }
+
+    /// Up to `limit` events after `after`, or `None` when the tail does not
+    /// reach back that far (the reader must go to the database).
+    fn after(&self, after: Position, limit: usize) -> Option<Vec<Arc<RecordedEvent>>> {
+        if after < self.base? {
+            return None;
+        }
+        let start = self.events.partition_point(|e| e.position <= after);
+        Some(self.events.range(start..).take(limit).cloned().collect())
+    }
+
+    /// Adds events read after [`Tail::last`], dropping the oldest beyond `capacity`.
+    fn extend(&mut self, page: Vec<RecordedEvent>, capacity: usize) {
+        self.events.extend(page.into_iter().map(Arc::new));
+        while self.events.len() > capacity {
+            if let Some(dropped) = self.events.pop_front() {
+                self.base = Some(dropped.position);
+            }
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -104,6 +147,7 @@ impl PgEventStore {
         // the listener ignore them (local subscribers were already woken).
         let instance = Uuid::new_v4().to_string();
         let (head, _) = watch::channel(Position::START);
+        let tail = Arc::new(Mutex::new(Tail::default()));
         let tasks = vec![
             tokio::spawn(listen(pool.clone(), wake.clone(), instance.clone())),
             tokio::spawn(announce_appends(pool.clone(), announce.clone(), instance)),
@@ -111,6 +155,7 @@ impl PgEventStore {
                 pool.clone(),
                 wake.clone(),
                 head.clone(),
+                tail.clone(),
                 options.clone(),
             )),
         ];
@@ -121,6 +166,7 @@ impl PgEventStore {
                 wake,
                 announce,
                 head,
+                tail,
                 tasks,
             }),
         }
@@ -197,7 +243,22 @@ impl PgEventStore {
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
         let mut failures = 0u32;
         loop {
-            let page = match self.read_all(after, options.page_size).await {
+            // From the tail when it holds what comes next; from the database
+            // when the reader is further back, or the tail fell behind the head
+            // (it could not be read: the database then says why).
+            let cached = self
+                .inner
+                .tail
+                .lock()
+                .ok()
+                .and_then(|tail| tail.after(after, options.page_size))
+                .filter(|page| !page.is_empty() || *head.borrow() <= after);
+            let from_tail = cached.is_some();
+            let page = match cached {
+                Some(page) => Ok(page.iter().map(|e| RecordedEvent::clone(e)).collect()),
+                None => self.read_all(after, options.page_size).await,
+            };
+            let page: Vec<RecordedEvent> = match page {
                 Ok(page) => {
                     failures = 0;
                     page
@@ -217,13 +278,16 @@ impl PgEventStore {
                 }
             };
             let full = page.len() == options.page_size;
+            let any = !page.is_empty();
             for event in page {
                 after = event.position;
                 if out.send(Ok(event)).await.is_err() {
                     return;
                 }
             }
-            if full {
+            // More may be waiting: a full page, or a tail that grew while
+            // these were being sent.
+            if full || (from_tail && any) {
                 continue;
             }
             // Wait until the head watcher sees readable events past ours (or
@@ -328,23 +392,7 @@ impl EventStore for PgEventStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-        let (major, minor) = to_db(after);
-        let rows: Vec<EventRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events
-              WHERE (transaction_id, seq) > ($1, $2)
-                AND transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
-              ORDER BY transaction_id, seq
-              LIMIT $3"
-        ))
-        .bind(major)
-        .bind(minor)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(backend)?;
-        rows.into_iter().map(into_event).collect()
+        read_page(&self.inner.pool, after, limit).await
     }
 
     fn subscribe_all(&self, after: Position) -> EventStream {
@@ -685,6 +733,7 @@ async fn watch_head(
     pool: PgPool,
     wake: watch::Sender<u64>,
     head: watch::Sender<Position>,
+    tail: Arc<Mutex<Tail>>,
     options: StoreOptions,
 ) {
     let mut wake = wake.subscribe();
@@ -707,13 +756,26 @@ async fn watch_head(
             Ok((major, minor, pending)) => {
                 if let (Some(major), Some(minor)) = (major, minor) {
                     let readable = from_db(major, minor);
-                    head.send_if_modified(|h| {
-                        let moved = readable > *h;
-                        if moved {
-                            *h = readable;
+                    // The new events are read once, into the tail, before
+                    // subscriptions learn that the head moved.
+                    let held = match fill_tail(&pool, &tail, readable, &options).await {
+                        Ok(held) => held,
+                        Err(error) => {
+                            // Subscriptions read the database themselves
+                            // meanwhile (and meet the error, if it lasts).
+                            tracing::debug!(%error, "could not read the end of the log");
+                            Some(readable)
                         }
-                        moved
-                    });
+                    };
+                    if let Some(held) = held {
+                        head.send_if_modified(|h| {
+                            let moved = held > *h;
+                            if moved {
+                                *h = held;
+                            }
+                            moved
+                        });
+                    }
                 }
                 if pending {
                     let wait = backoff;
@@ -734,6 +796,69 @@ async fn watch_head(
             () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Up to `limit` events after `after`, in log order, all below the horizon.
+async fn read_page(
+    pool: &PgPool,
+    after: Position,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, EventStoreError> {
+    let (major, minor) = to_db(after);
+    let rows: Vec<EventRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events
+          WHERE (transaction_id, seq) > ($1, $2)
+            AND transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
+          ORDER BY transaction_id, seq
+          LIMIT $3"
+    ))
+    .bind(major)
+    .bind(minor)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await
+    .map_err(backend)?;
+    rows.into_iter().map(into_event).collect()
+}
+
+/// Reads the events up to `readable` into the tail; returns the position up
+/// to which the tail then holds every event. The first time, the tail starts
+/// at `readable` (subscriptions further back read the database).
+async fn fill_tail(
+    pool: &PgPool,
+    tail: &Mutex<Tail>,
+    readable: Position,
+    options: &StoreOptions,
+) -> Result<Option<Position>, EventStoreError> {
+    let mut last = {
+        let Ok(mut tail) = tail.lock() else {
+            return Ok(None);
+        };
+        match tail.last() {
+            Some(last) => last,
+            None => {
+                tail.base = Some(readable);
+                return Ok(Some(readable));
+            }
+        }
+    };
+    while last < readable {
+        let page = read_page(pool, last, options.page_size).await?;
+        let Some(end) = page.last().map(|e| e.position) else {
+            break;
+        };
+        let full = page.len() == options.page_size;
+        if let Ok(mut tail) = tail.lock() {
+            tail.extend(page, options.tail_capacity.max(options.page_size));
+        }
+        last = end;
+        if !full {
+            break;
+        }
+    }
+    Ok(Some(last))
 }
 
 /// Turns notifications from other processes into wake-ups, reconnecting when

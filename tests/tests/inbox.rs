@@ -363,3 +363,63 @@ async fn a_rotated_key_is_fetched_again_once() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(remote.fetches("bob"), fetches + 1);
 }
+
+#[tokio::test]
+async fn a_forwarded_activity_is_taken_from_its_origin_not_from_the_forwarder() {
+    let app = spawn_app().await;
+    let alice = app.account("alice", false).await;
+    let origin = RemoteServer::start().await;
+    let bob = origin.actor("bob", 0, KeyStyle::Fragment);
+    let relay_server = RemoteServer::start().await;
+    let relay = relay_server.actor("relay", 1, KeyStyle::Fragment);
+    let inbox = format!("{}/inbox", app.base_url);
+
+    let note_id = format!("{}/objects/note-1", origin.base_url);
+    let mut create = json!({
+        "type": "Create",
+        "actor": bob.uri,
+        "to": ["https://www.w3.org/ns/activitystreams#Public"],
+        "object": {
+            "id": note_id,
+            "type": "Note",
+            "attributedTo": bob.uri,
+            "to": ["https://www.w3.org/ns/activitystreams#Public"],
+            "content": "<p>the original</p>",
+            "tag": [{ "type": "Mention", "href": alice.uri }],
+        },
+    });
+    let create_id = origin.serve_object("create-1", Value::Null);
+    create["id"] = json!(create_id);
+    origin.serve_object("create-1", create.clone());
+
+    // The relay forwards it with the text changed: the origin's copy wins.
+    let mut forged = create.clone();
+    forged["object"]["content"] = json!("<p>words put in bob's mouth</p>");
+    let (status, body) = deliver(&app.client, &relay, &inbox, &forged).await;
+    assert_eq!(status, 202, "{body}");
+    app.settle().await;
+    let received = events_of(&app, "ActivityReceived").await;
+    assert_eq!(received.len(), 1);
+    assert!(matches!(
+        &received[0].metadata.signature,
+        Some(SignatureVerdict::Refetched { signer, from, .. }) if *signer == relay.uri && *from == create_id
+    ));
+    let post = app
+        .ok(
+            Some(&alice.token),
+            "query($id: ID!) { post(id: $id) { content } }",
+            json!({ "id": note_id }),
+        )
+        .await;
+    assert_eq!(post["post"]["content"], "<p>the original</p>", "{post}");
+
+    // An activity its origin does not serve is refused.
+    let mut unknown = create.clone();
+    unknown["id"] = json!(format!("{}/objects/never-published", origin.base_url));
+    let (status, body) = deliver(&app.client, &relay, &inbox, &unknown).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains(&relay.uri) && body.contains(&bob.uri),
+        "{body}"
+    );
+}

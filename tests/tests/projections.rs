@@ -499,7 +499,9 @@ async fn the_read_models_follow_a_realistic_scenario() {
             "reblogs",
             "blocks",
             "timelines",
-            "notifications"
+            "notifications",
+            "instances",
+            "received"
         ]
     );
     assert!(positions.iter().all(|(_, p)| *p >= w.last), "{positions:?}");

@@ -242,23 +242,50 @@ async fn accept(
         }
         Err(error) => return Err(unauthorized(Refusal::Signature, &error)),
     };
-    if key.owner != activity.actor {
-        return Err(Refused::new(
+    if key.owner == activity.actor {
+        let verdict = SignatureVerdict::Verified {
+            key_id,
+            signer: key.owner.clone(),
+            scheme: signature.scheme().to_owned(),
+        };
+        return store(state, &activity, inbox, text, verdict, actor_domain).await;
+    }
+    // Signed by someone else (a forwarded reply, a relay): the request
+    // proves nothing about the actor, so the activity is taken from its own
+    // server instead, if that server vouches for it.
+    let mismatch = || {
+        Refused::new(
             StatusCode::UNAUTHORIZED,
             Refusal::ActorMismatch,
             format!(
-                "the request is signed by {}, but the activity's actor is {}",
+                "the request is signed by {}, but the activity's actor is {}, and the activity could not be fetched from its origin",
                 key.owner, activity.actor
             ),
-        ));
+        )
+    };
+    if domain_of(&activity.id) != actor_domain {
+        return Err(mismatch());
     }
-
-    let verdict = SignatureVerdict::Verified {
-        key_id: key_id.clone(),
+    let Ok(fetched) = federation.fetcher.get_activity(&activity.id).await else {
+        return Err(mismatch());
+    };
+    let Ok(original) = read_activity(&fetched.document) else {
+        return Err(mismatch());
+    };
+    if original.id != activity.id
+        || original.actor != activity.actor
+        || domain_of(fetched.url.as_str()) != actor_domain
+    {
+        return Err(mismatch());
+    }
+    let raw = fetched.document.to_string();
+    let verdict = SignatureVerdict::Refetched {
+        key_id,
         signer: key.owner.clone(),
         scheme: signature.scheme().to_owned(),
+        from: fetched.url.to_string(),
     };
-    store(state, &activity, inbox, text, verdict, actor_domain).await
+    store(state, &original, inbox, &raw, verdict, actor_domain).await
 }
 
 /// Appends the activity, once per activity id.

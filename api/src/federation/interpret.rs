@@ -76,7 +76,12 @@ impl Interpreter {
             .await?
             .unwrap_or(Position::START);
         let (tx, progress) = watch::channel(start);
-        tokio::spawn(run(Worker { app, federation }, start, tx));
+        let worker = Worker {
+            app,
+            federation,
+            known_actors: Arc::default(),
+        };
+        tokio::spawn(run(worker, start, tx));
         Ok(Self { progress })
     }
 
@@ -98,6 +103,9 @@ impl Interpreter {
 struct Worker {
     app: App,
     federation: Arc<Federation>,
+    /// Actors known to be in the actors read model (or recorded), so that
+    /// most posts need no lookup of their author.
+    known_actors: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
 async fn run(worker: Worker, mut checkpoint: Position, progress: watch::Sender<Position>) {
@@ -366,6 +374,48 @@ impl Worker {
         }
     }
 
+    /// Makes sure the actors read model knows `uri` (the author of a post
+    /// that arrived through someone else), fetching it if need be. Best
+    /// effort: a post whose author cannot be fetched is still kept.
+    async fn ensure_actor(&self, uri: &str) -> Result<(), AppError> {
+        if self
+            .known_actors
+            .read()
+            .is_ok_and(|known| known.contains(uri))
+        {
+            return Ok(());
+        }
+        let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM actors WHERE uri = $1")
+            .bind(uri)
+            .fetch_optional(&self.app.pool)
+            .await?;
+        if known.is_some() {
+            if let Ok(mut set) = self.known_actors.write() {
+                if set.len() > 100_000 {
+                    set.clear();
+                }
+                set.insert(uri.to_owned());
+            }
+            return Ok(());
+        }
+        let profile = match self.federation.fetcher.get_activity(uri).await {
+            Ok(fetched) if domain_of(fetched.url.as_str()) == domain_of(uri) => {
+                chorus_domain::inbound::read_actor(&fetched.document).ok()
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::info!(actor = uri, %error, "could not fetch a post's author");
+                None
+            }
+        };
+        if let Some(profile) = profile.filter(|p| p.id == uri)
+            && let Err(error) = self.federation.keys.record(&profile).await
+        {
+            tracing::warn!(actor = uri, %error, "could not record a fetched actor");
+        }
+        Ok(())
+    }
+
     /// A post fetched from its origin (the caller checked the origin).
     async fn fetch_note(&self, object_id: &str) -> Result<RemoteNote, Outcome> {
         let fetched = self
@@ -469,11 +519,39 @@ impl Worker {
         if domain_of(&note.id) != domain_of(actor) {
             return Ok(refused("the post's id is not on the actor's server"));
         }
+        self.ensure_actor(actor).await?;
         let post = remote_post_created(note);
-        self.try_decide::<RemotePostState, _>(&remote_post_stream(&post.uri), stamp, |s| {
-            remote::create_post(s, post.clone()).map_err(|e| e.to_string())
-        })
-        .await
+        let stream = remote_post_stream(&post.uri);
+        // A new post's stream does not exist yet: append straight away, and
+        // only on a conflict read the stream to say why nothing changed.
+        let event = DomainEvent::RemotePostCreated(post.clone());
+        let mut new_event = event
+            .to_new_event()
+            .map_err(|e| AppError::Invalid(format!("event could not be encoded: {e}")))?
+            .with_metadata(stamp.metadata.clone());
+        if let Some(cause) = stamp.cause {
+            new_event.id = chorus_domain::EventId::derived(cause, &format!("{stream}#0"));
+        }
+        match self
+            .app
+            .store
+            .append(
+                &stream,
+                chorus_domain::ExpectedVersion::NoStream,
+                vec![new_event],
+            )
+            .await
+        {
+            // Deduplicated: this very activity was interpreted before.
+            Ok(_) => Ok(Outcome::Applied),
+            Err(chorus_domain::EventStoreError::WrongExpectedVersion { .. }) => {
+                self.try_decide::<RemotePostState, _>(&stream, stamp, |s| {
+                    remote::create_post(s, post.clone()).map_err(|e| e.to_string())
+                })
+                .await
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn update_note(
@@ -700,6 +778,7 @@ impl Worker {
             if domain_of(&note.id) != domain_of(&note.attributed_to) {
                 return Ok(refused("the post's author is on another server"));
             }
+            self.ensure_actor(&note.attributed_to).await?;
             let post = remote_post_created(note);
             self.decide::<RemotePostState>(&remote_post_stream(object), stamp, |s| {
                 remote::create_post(s, post.clone()).unwrap_or_default()

@@ -39,7 +39,18 @@ pub struct Federation {
     pub metrics: InboxMetrics,
     pub limits: RateLimits,
     pub instance: Arc<InstanceActor>,
+    blocked: BlockedDomains,
 }
+
+/// The blocked domains, read at most once a second: the inbox consults them
+/// on every request, and a block may take a second to apply.
+#[derive(Debug, Default)]
+struct BlockedDomains {
+    cached: std::sync::RwLock<Option<(std::time::Instant, Arc<std::collections::HashSet<String>>)>>,
+}
+
+/// How long the inbox trusts its copy of the blocked domains.
+const BLOCKED_TTL: Duration = Duration::from_secs(1);
 
 impl Federation {
     /// Loads (or makes) the instance actor's key and builds the clients.
@@ -64,6 +75,7 @@ impl Federation {
             metrics: InboxMetrics::default(),
             limits: RateLimits::new(settings),
             instance,
+            blocked: BlockedDomains::default(),
         })
     }
 
@@ -76,10 +88,25 @@ impl Federation {
 
     /// Whether any of `domains` is blocked.
     pub async fn blocked(&self, pool: &PgPool, domains: &[&str]) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blocked_instances WHERE domain = ANY($1))")
-            .bind(domains)
-            .fetch_one(pool)
-            .await
+        let fresh = self.blocked.cached.read().ok().and_then(|c| {
+            c.as_ref()
+                .filter(|(at, _)| at.elapsed() < BLOCKED_TTL)
+                .map(|(_, set)| set.clone())
+        });
+        let set = match fresh {
+            Some(set) => set,
+            None => {
+                let rows: Vec<String> = sqlx::query_scalar("SELECT domain FROM blocked_instances")
+                    .fetch_all(pool)
+                    .await?;
+                let set = Arc::new(rows.into_iter().collect());
+                if let Ok(mut cached) = self.blocked.cached.write() {
+                    *cached = Some((std::time::Instant::now(), Arc::clone(&set)));
+                }
+                set
+            }
+        };
+        Ok(domains.iter().any(|d| set.contains(*d)))
     }
 }
 

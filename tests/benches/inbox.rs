@@ -1,0 +1,450 @@
+//! Inbox ingest (issue 4): signed activities from a remote server on
+//! 127.0.0.1, remote keys cached, posted to the shared inbox of a real
+//! Chorus on a durable private cluster (fsync on, synchronous commit):
+//! - how many are accepted (202, durably stored) per second, with the load
+//!   generator on the same machine;
+//! - the lag from each 202 to its interpretation showing in the read
+//!   models, at 2,000 activities/s;
+//! - beside them, the RSA-2048 verification rate of this machine (aws-lc,
+//!   all cores), measured in the same run: the physical limit of the path.
+//!
+//! Run with `cargo bench -p chorus-tests --bench inbox`;
+//! `CHORUS_BENCH_SCALE` (default 1.0) scales the number of requests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeyPair;
+use aws_lc_rs::signature::{self, KeyPair as _, UnparsedPublicKey};
+use chorus_api::app::App;
+use chorus_api::config::FederationSettings;
+use chorus_api::federation::Federation;
+use chorus_api::federation::interpret::Interpreter;
+use chorus_api::http::{AppState, router};
+use chorus_domain::remote::received_event_id;
+use chorus_domain::{EventId, EventStore, Position};
+use chorus_postgres::{ClusterOptions, ClusterProfile, PgEventStore, PrivateCluster};
+use chorus_projections::Projections;
+use chorus_tests::remote::{KeyStyle, RemoteActor, RemoteServer, Scheme, signed_post_headers};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+
+/// The target rate of the lag measurement and the throughput floor.
+const TARGET_RATE: f64 = 2000.0;
+
+fn scale(n: usize) -> usize {
+    let factor: f64 = std::env::var("CHORUS_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64 * factor) as usize).max(1)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("chorus-bench-inbox-{}", std::process::id()));
+    let cluster = PrivateCluster::start(&ClusterOptions {
+        data_dir: dir.clone(),
+        profile: ClusterProfile::Durable,
+    })
+    .await?;
+    let result = run(&cluster).await;
+    let _ = cluster.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// A request ready to send: its activity id, body and signature headers.
+struct Signed {
+    event: EventId,
+    body: Vec<u8>,
+    headers: Vec<(String, String)>,
+}
+
+async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&cluster.url("postgres"))
+        .await?;
+    sqlx::query("CREATE DATABASE bench").execute(&admin).await?;
+    admin.close().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(48)
+        .connect(&cluster.url("bench"))
+        .await?;
+    chorus_postgres::migrate::run(&pool).await?;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    listener.set_nonblocking(true)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let store = PgEventStore::new(pool.clone());
+    let projections = Arc::new(Projections::start(store.clone()).await?);
+    let settings = FederationSettings {
+        allow_private_addresses: true,
+        // One load generator stands for many servers here.
+        inbox_rate_per_instance: 1_000_000,
+        inbox_rate_per_ip: 1_000_000,
+        ..FederationSettings::default()
+    };
+    let federation =
+        Arc::new(Federation::new(&settings, pool.clone(), store.clone(), &base).await?);
+    let interpreter =
+        Interpreter::start(App::new(store.clone(), &base), federation.clone()).await?;
+    let url = url::Url::parse(&base)?;
+    let state = AppState::with_projections(pool.clone(), store.clone(), &url, projections.clone())
+        .with_federation(federation.clone());
+    tokio::spawn(async move {
+        if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+            let _ = axum::serve(
+                listener,
+                router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await;
+        }
+    });
+
+    let app = App::new(store.clone(), &base);
+    let mut locals = Vec::new();
+    for i in 0..20 {
+        let created = app
+            .create_account(&format!("local{i}"), None, false, false)
+            .await?;
+        locals.push(created.actor.uri);
+    }
+    let remote = RemoteServer::start().await;
+    let actors: Vec<RemoteActor> = (0..100)
+        .map(|i| remote.actor(&format!("r{i}"), i, KeyStyle::Fragment))
+        .collect();
+    let inbox = format!("{base}/inbox");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+
+    // Warm-up: every remote actor follows a local one, so its key is
+    // fetched and cached before anything is timed.
+    for (i, actor) in actors.iter().enumerate() {
+        let follow = json!({
+            "id": format!("{}/follows/{i}", remote.base_url),
+            "type": "Follow",
+            "actor": actor.uri,
+            "object": locals[i % locals.len()],
+        });
+        let body = serde_json::to_vec(&follow)?;
+        let headers = signed_post_headers(actor, &inbox, &body, Scheme::Cavage, chrono::Utc::now());
+        let status = send(&client, &inbox, body, &headers).await?;
+        anyhow::ensure!(status == 202, "warm-up follow answered {status}");
+    }
+    wait_for_everything(&pool, &interpreter, &projections).await?;
+
+    let verify_rate = rsa_verify_rate();
+    println!(
+        "RSA-2048 verification (aws-lc, {} threads): {verify_rate:.0} verifies/s",
+        threads()
+    );
+
+    // Every request signed up front: the load generator must not spend the
+    // machine's two cores signing while the server verifies.
+    let throughput_n = scale(20_000);
+    let lag_seconds = 10.0 * scale(1000) as f64 / 1000.0;
+    let lag_n = (TARGET_RATE * lag_seconds) as usize;
+    let started = Instant::now();
+    let requests = sign_all(&remote, &actors, &locals, &inbox, throughput_n + lag_n).await?;
+    println!(
+        "signed {} requests in {:.1} s",
+        requests.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut requests = requests.into_iter();
+
+    // 1. Throughput: 64 connections sending as fast as the server accepts.
+    let batch: Vec<Signed> = requests.by_ref().take(throughput_n).collect();
+    let started = Instant::now();
+    let statuses: Vec<anyhow::Result<u16>> = futures::stream::iter(batch)
+        .map(|r| {
+            let client = client.clone();
+            let inbox = inbox.clone();
+            async move { send(&client, &inbox, r.body, &r.headers).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let accepted = statuses.iter().filter(|s| matches!(s, Ok(202))).count();
+    anyhow::ensure!(
+        accepted == throughput_n,
+        "only {accepted} of {throughput_n} requests were accepted: {:?}",
+        statuses.iter().find(|s| !matches!(s, Ok(202)))
+    );
+    let rate = accepted as f64 / elapsed;
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'ActivityReceived'")
+            .fetch_one(&pool)
+            .await?;
+    anyhow::ensure!(
+        stored as usize >= throughput_n + actors.len(),
+        "only {stored} activities are stored"
+    );
+    println!(
+        "accepted {accepted} signed activities in {elapsed:.2} s: {rate:.0}/s ({:.0}% of the machine's RSA verification rate)",
+        100.0 * rate / verify_rate
+    );
+    wait_for_everything(&pool, &interpreter, &projections).await?;
+
+    // 2. Lag at the target rate: from each 202 to the interpreter's events
+    // for it being applied by every projection.
+    let sent_at: Arc<Mutex<HashMap<EventId, Instant>>> = Arc::default();
+    let lags = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let head = last_committed(&pool).await?;
+    let mut log = store.subscribe_all(head);
+    let watcher = {
+        let sent_at = sent_at.clone();
+        let lags = lags.clone();
+        let projections = projections.clone();
+        tokio::spawn(async move {
+            let mut seen = 0usize;
+            while let Some(Ok(event)) = log.next().await {
+                let Some(cause) = event.metadata.causation_id else {
+                    continue;
+                };
+                let Some(sent) = sent_at.lock().ok().and_then(|m| m.get(&cause).copied()) else {
+                    continue;
+                };
+                seen += 1;
+                let projections = projections.clone();
+                let lags = lags.clone();
+                tokio::spawn(async move {
+                    projections
+                        .wait_for(event.position, Duration::from_secs(60))
+                        .await;
+                    let lag = sent.elapsed().as_micros() as u64;
+                    if let Ok(mut h) = lags.lock() {
+                        let _ = h.record(lag.max(1));
+                    }
+                });
+                if seen == lag_n {
+                    break;
+                }
+            }
+        })
+    };
+    let interval = Duration::from_secs_f64(1.0 / TARGET_RATE);
+    let started = Instant::now();
+    let mut inflight = Vec::with_capacity(lag_n);
+    for (i, request) in requests.enumerate() {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let client = client.clone();
+        let inbox = inbox.clone();
+        let sent_at = sent_at.clone();
+        // The lag counts from the 202, as a sender sees it; until the
+        // answer is back, from the moment of sending (so an activity
+        // interpreted before its 202 arrives counts longer, never shorter).
+        if let Ok(mut map) = sent_at.lock() {
+            map.insert(request.event, Instant::now());
+        }
+        inflight.push(tokio::spawn(async move {
+            let status = send(&client, &inbox, request.body, &request.headers).await?;
+            if let Ok(mut map) = sent_at.lock() {
+                map.insert(request.event, Instant::now());
+            }
+            anyhow::Ok(status)
+        }));
+    }
+    let send_elapsed = started.elapsed().as_secs_f64();
+    let mut ok = 0;
+    for task in inflight {
+        if matches!(task.await, Ok(Ok(202))) {
+            ok += 1;
+        }
+    }
+    anyhow::ensure!(
+        ok == lag_n,
+        "only {ok} of {lag_n} paced requests were accepted"
+    );
+    tokio::time::timeout(Duration::from_secs(120), watcher).await??;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lags = lags
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let p = |q: f64| lags.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "lag from 202 to read models at {:.0} activities/s over {send_elapsed:.1} s ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lag_n as f64 / send_elapsed,
+        lags.len(),
+        p(0.5),
+        p(0.99),
+        lags.max() as f64 / 1000.0
+    );
+
+    println!();
+    println!("| benchmark | result | baseline | target | met |");
+    println!("|---|---|---|---|---|");
+    let rate_met = rate >= TARGET_RATE;
+    let lag_met = p(0.99) < 1000.0;
+    println!(
+        "| inbox ingest, signed, keys cached | {rate:.0} activities/s | RSA verify {verify_rate:.0}/s ({:.0}%) | ≥ 2000/s | {} |",
+        100.0 * rate / verify_rate,
+        if rate_met { "yes" } else { "**no**" }
+    );
+    println!(
+        "| lag 202 → read models at 2000/s | p99 {:.1} ms (p50 {:.1} ms) | — | p99 < 1 s | {} |",
+        p(0.99),
+        p(0.5),
+        if lag_met { "yes" } else { "**no**" }
+    );
+    anyhow::ensure!(rate_met && lag_met, "some targets were not met");
+    Ok(())
+}
+
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(String, String)],
+) -> anyhow::Result<u16> {
+    let mut request = client.post(url).body(body);
+    for (name, value) in headers {
+        if !name.eq_ignore_ascii_case("host") {
+            request = request.header(name, value);
+        }
+    }
+    Ok(request.send().await?.status().as_u16())
+}
+
+/// Signs `n` Create{Note} deliveries on all cores.
+async fn sign_all(
+    remote: &RemoteServer,
+    actors: &[RemoteActor],
+    locals: &[String],
+    inbox: &str,
+    n: usize,
+) -> anyhow::Result<Vec<Signed>> {
+    let threads = threads();
+    let now = chrono::Utc::now();
+    let mut tasks = Vec::new();
+    for t in 0..threads {
+        let actors = actors.to_vec();
+        let locals = locals.to_vec();
+        let inbox = inbox.to_owned();
+        let base = remote.base_url.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            (t..n)
+                .step_by(threads)
+                .map(|i| {
+                    let actor = &actors[i % actors.len()];
+                    let note = format!("{base}/notes/{i}");
+                    let mention = &locals[i % locals.len()];
+                    let activity = json!({
+                        "@context": "https://www.w3.org/ns/activitystreams",
+                        "id": format!("{note}/activity"),
+                        "type": "Create",
+                        "actor": actor.uri,
+                        "to": ["https://www.w3.org/ns/activitystreams#Public"],
+                        "object": {
+                            "id": note,
+                            "type": "Note",
+                            "attributedTo": actor.uri,
+                            "to": ["https://www.w3.org/ns/activitystreams#Public"],
+                            "content": format!("<p>Note {i} from a remote server, long enough to look like a real post with a <a href=\"https://example.com/\">link</a> and a mention of <span class=\"h-card\"><a href=\"{mention}\" class=\"u-url mention\">@someone</a></span>.</p>"),
+                            "tag": if i % 5 == 0 { json!([{ "type": "Mention", "href": mention }]) } else { json!([]) },
+                            "published": now.to_rfc3339(),
+                        },
+                    });
+                    let body = serde_json::to_vec(&activity).unwrap_or_default();
+                    let headers = signed_post_headers(actor, &inbox, &body, Scheme::Cavage, now);
+                    Signed {
+                        event: received_event_id(activity["id"].as_str().unwrap_or_default()),
+                        body,
+                        headers,
+                    }
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for task in tasks {
+        all.extend(task.await?);
+    }
+    Ok(all)
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// RSA-2048 PKCS#1 v1.5 SHA-256 verifications per second on all cores.
+fn rsa_verify_rate() -> f64 {
+    let pair =
+        KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap_or_else(|e| panic!("{e}"));
+    let message = b"(request-target): post /inbox\nhost: 127.0.0.1\ndate: Mon, 23 Nov 2026 19:05:11 GMT\ndigest: SHA-256=x";
+    let mut sig = vec![0; pair.public_modulus_len()];
+    pair.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        message,
+        &mut sig,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let public = pair.public_key().as_ref().to_vec();
+    let duration = Duration::from_secs(2);
+    let handles: Vec<_> = (0..threads())
+        .map(|_| {
+            let public = public.clone();
+            let sig = sig.clone();
+            std::thread::spawn(move || {
+                let key = UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &public);
+                let started = Instant::now();
+                let mut n = 0u64;
+                while started.elapsed() < duration {
+                    if key.verify(message, &sig).is_ok() {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    total as f64 / duration.as_secs_f64()
+}
+
+async fn last_committed(pool: &sqlx::PgPool) -> anyhow::Result<Position> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id, seq FROM events ORDER BY transaction_id DESC, seq DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map_or(Position::START, |(a, b)| {
+        Position::new(a.unsigned_abs(), b.unsigned_abs())
+    }))
+}
+
+/// Waits until the interpreter and the projections have processed the log.
+async fn wait_for_everything(
+    pool: &sqlx::PgPool,
+    interpreter: &Interpreter,
+    projections: &Projections,
+) -> anyhow::Result<()> {
+    let mut settled = Position::START;
+    loop {
+        let last = last_committed(pool).await?;
+        if last == settled {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            interpreter.reached(last, Duration::from_secs(300)).await,
+            "the interpreter did not catch up"
+        );
+        anyhow::ensure!(
+            projections.wait_for(last, Duration::from_secs(300)).await,
+            "the projections did not catch up"
+        );
+        settled = last;
+    }
+}
