@@ -134,6 +134,22 @@ impl InteractionTable {
         Ok(())
     }
 
+    /// Forgets every interaction of a deleted remote actor, and with its posts.
+    pub async fn remove_actor(
+        self,
+        conn: &mut sqlx::PgConnection,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE actor = $1 OR post_author = $1",
+            self.table
+        ))
+        .bind(actor)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
     /// Forgets every interaction with a deleted post: none is left to count or list.
     pub async fn remove_post(
         self,

@@ -11,7 +11,13 @@ use crate::{Projection, ProjectionError};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Favorites;
 
-const EVENTS: &[&str] = &["Favorited", "Unfavorited", "PostDeleted"];
+const EVENTS: &[&str] = &[
+    "Favorited",
+    "Unfavorited",
+    "PostDeleted",
+    "RemotePostDeleted",
+    "RemoteActorDeleted",
+];
 
 const TABLE: InteractionTable = InteractionTable {
     table: "favorites",
@@ -46,6 +52,8 @@ impl Projection for Favorites {
             }
             Some(DomainEvent::Unfavorited(e)) => TABLE.remove(conn, &e.actor, &e.post).await?,
             Some(DomainEvent::PostDeleted(e)) => TABLE.remove_post(conn, &e.uri).await?,
+            Some(DomainEvent::RemotePostDeleted(e)) => TABLE.remove_post(conn, &e.uri).await?,
+            Some(DomainEvent::RemoteActorDeleted(e)) => TABLE.remove_actor(conn, &e.uri).await?,
             _ => {}
         }
         Ok(())

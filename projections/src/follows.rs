@@ -17,6 +17,7 @@ const EVENTS: &[&str] = &[
     "FollowRejected",
     "Unfollowed",
     "FollowSevered",
+    "RemoteActorDeleted",
 ];
 
 #[async_trait]
@@ -62,6 +63,14 @@ impl Projection for Follows {
             }
             Some(DomainEvent::Unfollowed(e)) => ended(conn, &e.follower, &e.followee).await,
             Some(DomainEvent::FollowSevered(e)) => ended(conn, &e.follower, &e.followee).await,
+            // A deleted actor follows no one and is followed by no one.
+            Some(DomainEvent::RemoteActorDeleted(e)) => {
+                sqlx::query("DELETE FROM follows WHERE follower = $1 OR followee = $1")
+                    .bind(&e.uri)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            }
             _ => Ok(()),
         }
     }

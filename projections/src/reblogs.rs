@@ -11,7 +11,13 @@ use crate::{Projection, ProjectionError};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Reblogs;
 
-const EVENTS: &[&str] = &["Reblogged", "Unreblogged", "PostDeleted"];
+const EVENTS: &[&str] = &[
+    "Reblogged",
+    "Unreblogged",
+    "PostDeleted",
+    "RemotePostDeleted",
+    "RemoteActorDeleted",
+];
 
 const TABLE: InteractionTable = InteractionTable {
     table: "reblogs",
@@ -47,6 +53,8 @@ impl Projection for Reblogs {
             }
             Some(DomainEvent::Unreblogged(e)) => TABLE.remove(conn, &e.actor, &e.post).await?,
             Some(DomainEvent::PostDeleted(e)) => TABLE.remove_post(conn, &e.uri).await?,
+            Some(DomainEvent::RemotePostDeleted(e)) => TABLE.remove_post(conn, &e.uri).await?,
+            Some(DomainEvent::RemoteActorDeleted(e)) => TABLE.remove_actor(conn, &e.uri).await?,
             _ => {}
         }
         Ok(())

@@ -423,3 +423,80 @@ async fn a_forwarded_activity_is_taken_from_its_origin_not_from_the_forwarder() 
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn an_activity_id_on_another_server_is_refused() {
+    let app = spawn_app().await;
+    let alice = app.account("alice", false).await;
+    let remote = RemoteServer::start().await;
+    let bob = remote.actor("bob", 0, KeyStyle::Fragment);
+    let squatted = json!({
+        "id": "https://mastodon.example/users/carol#follows/1",
+        "type": "Follow",
+        "actor": bob.uri,
+        "object": alice.uri,
+    });
+    let (status, body) = deliver(
+        &app.client,
+        &bob,
+        &format!("{}/inbox", app.base_url),
+        &squatted,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not on its actor's server"), "{body}");
+    assert!(events_of(&app, "ActivityReceived").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_actor_leaves_no_follows() {
+    let app = spawn_app().await;
+    let alice = app.account("alice", false).await;
+    let carol = app.account("carol", false).await;
+    let remote = RemoteServer::start().await;
+    let bob = remote.actor("bob", 0, KeyStyle::Fragment);
+    let inbox = format!("{}/inbox", app.base_url);
+    for (n, local) in [(1, &alice), (2, &carol)] {
+        let (status, body) = deliver(
+            &app.client,
+            &bob,
+            &inbox,
+            &follow(&remote, &bob.uri, &local.uri, n),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    app.settle().await;
+    let count = |uri: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM follows WHERE follower = $1 AND state = 'accepted'",
+            )
+            .bind(uri)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    assert_eq!(count(bob.uri.clone()).await, 2);
+
+    let delete = json!({
+        "id": format!("{}#delete", bob.uri),
+        "type": "Delete",
+        "actor": bob.uri,
+        "object": bob.uri,
+        "to": ["https://www.w3.org/ns/activitystreams#Public"],
+    });
+    let (status, body) = deliver(&app.client, &bob, &inbox, &delete).await;
+    assert_eq!(status, 202, "{body}");
+    app.settle().await;
+    assert_eq!(count(bob.uri.clone()).await, 0);
+    let deleted: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT deleted_at FROM actors WHERE uri = $1")
+            .bind(&bob.uri)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(deleted.is_some());
+}

@@ -163,8 +163,9 @@ async fn accept(
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-    // The signed authority is ours as configured, not what the Host header
-    // says: a signature made for another server must not pass here.
+    // Our authority as configured: RFC 9421's `@authority` and `@target-uri`
+    // are checked against it, so a signature made for another server does
+    // not pass here (draft-cavage signs the Host header as sent).
     let (scheme, authority) = state
         .base_url
         .split_once("://")
@@ -181,9 +182,6 @@ async fn accept(
         signatures::parse(&request).map_err(|e| unauthorized(Refusal::Signature, &e))?;
     let key_id = signature.key_id().to_owned();
     let signer_domain = domain_of(&key_id);
-    if let Err(retry_after) = federation.limits.check_instance(&signer_domain) {
-        return Err(rate_limited(retry_after, &signer_domain));
-    }
 
     let text = std::str::from_utf8(&body).map_err(|_| {
         Refused::new(
@@ -207,6 +205,24 @@ async fn accept(
         )
     })?;
     let actor_domain = domain_of(&activity.actor);
+    // Activities are stored once per id: an id on another server than its
+    // actor's would let anyone take a real activity's place in advance.
+    if domain_of(&activity.id) != actor_domain {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            Refusal::Malformed,
+            format!(
+                "the activity's id ({}) is not on its actor's server ({actor_domain})",
+                activity.id
+            ),
+        ));
+    }
+    // Charged to the instance named by the actor: a forged keyId cannot
+    // spend another server's allowance before its signature is checked
+    // (and requests that fail verification are charged to their address).
+    if let Err(retry_after) = federation.limits.check_instance(&actor_domain) {
+        return Err(rate_limited(retry_after, &actor_domain));
+    }
     if federation
         .blocked(&state.pool, &[&signer_domain, &actor_domain])
         .await
@@ -230,6 +246,11 @@ async fn accept(
         Ok(()) => key,
         // Perhaps the actor rotated its key: fetch it again, once.
         Err(error) if error.kind() == ErrorKind::BadSignature => {
+            // At most once a minute per key: bad signatures must not make us
+            // fetch on every request.
+            if !federation.keys.may_refresh(&key_id) {
+                return Err(unauthorized(Refusal::Signature, &error));
+            }
             let fresh = federation
                 .keys
                 .refresh(&key_id, &federation.metrics)

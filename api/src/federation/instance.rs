@@ -91,7 +91,6 @@ impl InstanceActor {
             "preferredUsername": host,
             "name": host,
             "inbox": format!("{}/inbox", self.base_url),
-            "outbox": format!("{}/outbox", self.uri),
             "manuallyApprovesFollowers": true,
             "endpoints": { "sharedInbox": format!("{}/inbox", self.base_url) },
             "publicKey": {

@@ -652,10 +652,15 @@ impl Worker {
             &relationship_stream(&follower, followee),
             stamp,
             |state| {
-                let Some(relationships::Follow::Requested { follow_id, .. }) =
-                    state.follow(&follower, followee)
-                else {
-                    return Err("no pending follow request matches".to_owned());
+                // A Reject also ends an accepted follow (Mastodon sends one
+                // when it removes a follower); an Accept only answers a
+                // pending request.
+                let follow_id = match state.follow(&follower, followee) {
+                    Some(relationships::Follow::Requested { follow_id, .. }) => follow_id,
+                    Some(relationships::Follow::Accepted { follow_id, .. }) if !accepted => {
+                        follow_id
+                    }
+                    _ => return Err("no matching follow".to_owned()),
                 };
                 let follow_id = follow_id.clone();
                 Ok(vec![if accepted {

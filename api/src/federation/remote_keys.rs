@@ -62,7 +62,14 @@ pub struct KeyResolver {
     store: PgEventStore,
     fetcher: Fetcher,
     cache: RwLock<HashMap<String, Arc<RemoteKey>>>,
+    /// When each key was last re-fetched after a failed verification.
+    refreshed: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// The shortest time between two re-fetches of one key after failed
+/// verifications (a rotated key is picked up; a flood of bad signatures
+/// does not turn into a flood of fetches).
+const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Cached keys beyond this many are dropped wholesale (rare: a server
 /// talks to far fewer actors, and the read model keeps them all anyway).
@@ -75,6 +82,7 @@ impl KeyResolver {
             store,
             fetcher,
             cache: RwLock::new(HashMap::new()),
+            refreshed: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -104,6 +112,25 @@ impl KeyResolver {
             }));
         }
         self.refresh(key_id, metrics).await
+    }
+
+    /// Whether `key_id` may be re-fetched now (after a failed verification);
+    /// if so, the re-fetch is counted from now.
+    pub fn may_refresh(&self, key_id: &str) -> bool {
+        let Ok(mut refreshed) = self.refreshed.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        if refreshed.len() > CACHE_LIMIT {
+            refreshed.retain(|_, at| now.duration_since(*at) < REFRESH_INTERVAL);
+        }
+        match refreshed.get(key_id) {
+            Some(at) if now.duration_since(*at) < REFRESH_INTERVAL => false,
+            _ => {
+                refreshed.insert(key_id.to_owned(), now);
+                true
+            }
+        }
     }
 
     /// Fetches `key_id` from its origin, bypassing what is known (after a
