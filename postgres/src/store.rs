@@ -172,6 +172,25 @@ impl PgEventStore {
         }
     }
 
+    /// The same store (its subscribers woken by its appends, and the other
+    /// way round) appending through `pool`: e.g. connections that commit
+    /// without waiting for the disk, for writers whose events can be derived
+    /// again from durable ones.
+    pub fn with_pool(&self, pool: PgPool) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                options: self.inner.options.clone(),
+                wake: self.inner.wake.clone(),
+                announce: self.inner.announce.clone(),
+                head: self.inner.head.clone(),
+                tail: self.inner.tail.clone(),
+                // The background tasks stay with the original.
+                tasks: Vec::new(),
+            }),
+        }
+    }
+
     /// The pool the store uses.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool

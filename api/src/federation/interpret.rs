@@ -30,6 +30,7 @@ use chorus_domain::{DomainEvent, EventStore, Metadata, Position, RecordedEvent};
 use chorus_postgres::checkpoints;
 use futures::StreamExt;
 use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
 
 use super::Federation;
@@ -75,13 +76,31 @@ impl Interpreter {
         let start = checkpoints::load(&app.pool, SUBSCRIBER)
             .await?
             .unwrap_or(Position::START);
+        // What the interpreter appends can be derived again from the received
+        // events, which are durable: its commits need not wait for the disk.
+        // (Its checkpoint is written after them, and WAL is flushed in order,
+        // so a checkpoint that survives a crash never points past lost
+        // events.)
+        let main_pool = app.pool.clone();
+        let relaxed = PgPoolOptions::new()
+            .max_connections(CONCURRENCY as u32 + 2)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET synchronous_commit = off")
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                })
+            })
+            .connect_lazy_with(app.pool.connect_options().as_ref().clone());
+        let app = App::new(app.store.with_pool(relaxed), &app.base_url);
         let (tx, progress) = watch::channel(start);
         let worker = Worker {
             app,
             federation,
             known_actors: Arc::default(),
         };
-        tokio::spawn(run(worker, start, tx));
+        tokio::spawn(run(worker, main_pool, start, tx));
         Ok(Self { progress })
     }
 
@@ -108,10 +127,16 @@ struct Worker {
     known_actors: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
-async fn run(worker: Worker, mut checkpoint: Position, progress: watch::Sender<Position>) {
+/// Interprets until `main_pool` (the server's) is closed at shutdown.
+async fn run(
+    worker: Worker,
+    main_pool: sqlx::PgPool,
+    mut checkpoint: Position,
+    progress: watch::Sender<Position>,
+) {
     let mut last_saved = std::time::Instant::now();
     'subscribe: loop {
-        if worker.app.pool.is_closed() {
+        if main_pool.is_closed() {
             return;
         }
         let mut events = worker
@@ -123,7 +148,7 @@ async fn run(worker: Worker, mut checkpoint: Position, progress: watch::Sender<P
             let batch: Vec<RecordedEvent> = match batch.into_iter().collect() {
                 Ok(batch) => batch,
                 Err(error) => {
-                    if worker.app.pool.is_closed() {
+                    if main_pool.is_closed() {
                         return;
                     }
                     tracing::error!(%error, "interpreter cannot read the log; paused");
@@ -191,7 +216,7 @@ async fn run(worker: Worker, mut checkpoint: Position, progress: watch::Sender<P
                 }
             }
         }
-        if worker.app.pool.is_closed() {
+        if main_pool.is_closed() {
             return;
         }
     }
