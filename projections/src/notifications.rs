@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
-use crate::common::{decode, position};
+use crate::common::{decode, micros, position};
+use crate::runner::runs;
 use crate::{Projection, ProjectionError};
 
 /// Keeps `notifications`, and its own list of local actors
@@ -31,6 +32,59 @@ impl Projection for Notifications {
 
     fn handles(&self, event_type: &str) -> bool {
         EVENTS.contains(&event_type)
+    }
+
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for (together, run) in runs(events, |e| e.event_type == "RemotePostCreated") {
+            if !together {
+                for event in run {
+                    self.apply(conn, event).await?;
+                }
+                continue;
+            }
+            // Mentions in remote posts, in one statement, as `notify` would.
+            let mut rows = Vec::with_capacity(run.len());
+            for event in run {
+                let Some(DomainEvent::RemotePostCreated(e)) = decode(event)? else {
+                    continue;
+                };
+                if e.mentions.is_empty() {
+                    continue;
+                }
+                let (major, minor) = position(event);
+                rows.push(serde_json::json!({
+                    "event_id": event.id.0,
+                    "author": e.author,
+                    "uri": e.uri,
+                    "mentions": e.mentions,
+                    "created_at": micros(event.recorded_at),
+                    "position_major": major,
+                    "position_minor": minor,
+                }));
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO notifications (event_id, recipient, kind, actor, post, created_at,
+                                            position_major, position_minor)
+                 SELECT n.event_id, a.uri, 'mentioned', n.author, n.uri, n.created_at,
+                        n.position_major, n.position_minor
+                 FROM jsonb_to_recordset($1) AS n (event_id uuid, author text, uri text,
+                      mentions text[], created_at timestamptz, position_major bigint,
+                      position_minor bigint)
+                 JOIN notification_local_actors a ON a.uri = ANY(n.mentions) AND a.uri <> n.author
+                 ON CONFLICT (event_id, recipient) DO NOTHING",
+            )
+            .bind(sqlx::types::Json(&rows))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn apply(

@@ -8,7 +8,8 @@ use chorus_domain::remote::{
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
-use crate::common::{decode, domain_of, position, visibility};
+use crate::common::{decode, domain_of, micros, position, visibility};
+use crate::runner::runs;
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `posts` and `post_edits` tables.
@@ -33,6 +34,30 @@ impl Projection for Posts {
 
     fn handles(&self, event_type: &str) -> bool {
         EVENTS.contains(&event_type)
+    }
+
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        // Remote posts that reply to nothing arrive in bulk from a busy
+        // inbox: one statement each run. (A reply takes its thread from its
+        // parent, which may be earlier in the same run: one by one.)
+        let root_post = |e: &RecordedEvent| {
+            e.event_type == "RemotePostCreated"
+                && matches!(decode(e), Ok(Some(DomainEvent::RemotePostCreated(ref p))) if p.in_reply_to.is_none())
+        };
+        for (together, run) in runs(events, root_post) {
+            if together {
+                remote_roots_created(conn, run).await?;
+            } else {
+                for event in run {
+                    self.apply(conn, event).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn apply(
@@ -231,6 +256,66 @@ async fn remote_created(
     .bind(&e.summary)
     .bind(e.sensitive)
     .bind(e.published)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Remote posts that reply to nothing, in one statement.
+async fn remote_roots_created(
+    conn: &mut PgConnection,
+    events: &[&RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        let Some(DomainEvent::RemotePostCreated(e)) = decode(event)? else {
+            continue;
+        };
+        let (major, minor) = position(event);
+        rows.push(serde_json::json!({
+            "uri": e.uri,
+            "author": e.author,
+            "kind": e.kind,
+            "domain": domain_of(&e.author),
+            "content": e.content,
+            "summary": e.summary,
+            "sensitive": e.sensitive,
+            "visibility": visibility(e.visibility),
+            "mentions": e.mentions,
+            "hashtags": e.hashtags,
+            "to_recipients": e.to,
+            "cc_recipients": e.cc,
+            "published": micros(e.published),
+            "url": e.url,
+            "attachments": e.attachments,
+            "position_major": major,
+            "position_minor": minor,
+        }));
+    }
+    sqlx::query(
+        "WITH new AS (
+             SELECT * FROM jsonb_to_recordset($1) AS r (uri text, author text, kind text,
+                 domain text, content text, summary text, sensitive boolean, visibility text,
+                 mentions text[], hashtags text[], to_recipients text[], cc_recipients text[],
+                 published timestamptz, url text, attachments jsonb, position_major bigint,
+                 position_minor bigint)
+         ), inserted AS (
+             INSERT INTO posts (uri, author, local, kind, domain, content, summary, sensitive,
+                                visibility, thread_root, mentions, hashtags, to_recipients,
+                                cc_recipients, published, url, attachments, position_major,
+                                position_minor)
+             SELECT uri, author, false, kind, domain, content, summary, sensitive, visibility,
+                    uri, mentions, hashtags, to_recipients, cc_recipients, published, url,
+                    attachments, position_major, position_minor
+             FROM new
+             ON CONFLICT (uri) DO NOTHING
+             RETURNING uri, content, summary, sensitive, published
+         )
+         INSERT INTO post_edits (post_uri, version, content, summary, sensitive, edited_at)
+         SELECT uri, 1, content, summary, sensitive, published FROM inserted
+         ON CONFLICT (post_uri, version) DO NOTHING",
+    )
+    .bind(sqlx::types::Json(&rows))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -5,9 +5,11 @@
 use async_trait::async_trait;
 use chorus_domain::remote::NotApplied;
 use chorus_domain::{DomainEvent, RecordedEvent};
+use serde::Deserialize;
 use sqlx::PgConnection;
 
-use crate::common::{decode, position};
+use crate::common::{decode, micros, position};
+use crate::runner::runs;
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `received_activities` table.
@@ -15,6 +17,16 @@ use crate::{Projection, ProjectionError};
 pub struct Received;
 
 const EVENTS: &[&str] = &["ActivityReceived", "ActivityNotApplied"];
+
+/// What the table keeps of an `ActivityReceived` (the raw body is skipped
+/// while reading, not copied).
+#[derive(Deserialize)]
+struct ReceivedFields {
+    activity_id: String,
+    activity_type: String,
+    actor: String,
+    object: Option<String>,
+}
 
 #[async_trait]
 impl Projection for Received {
@@ -24,6 +36,60 @@ impl Projection for Received {
 
     fn handles(&self, event_type: &str) -> bool {
         EVENTS.contains(&event_type)
+    }
+
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for (together, run) in runs(events, |e| e.event_type == "ActivityReceived") {
+            if !together {
+                for event in run {
+                    self.apply(conn, event).await?;
+                }
+                continue;
+            }
+            let mut rows = Vec::with_capacity(run.len());
+            for event in run {
+                let fields: ReceivedFields =
+                    event
+                        .payload
+                        .decode()
+                        .map_err(|source| ProjectionError::Payload {
+                            event_id: event.id,
+                            event_type: event.event_type.clone(),
+                            source,
+                        })?;
+                let (major, minor) = position(event);
+                rows.push(serde_json::json!({
+                    "activity_id": fields.activity_id,
+                    "activity_type": fields.activity_type,
+                    "actor": fields.actor,
+                    "object": fields.object,
+                    "remote_host": event.metadata.remote_host,
+                    "received_at": micros(event.metadata.received_at.unwrap_or(event.recorded_at)),
+                    "event_id": event.id.0,
+                    "position_major": major,
+                    "position_minor": minor,
+                }));
+            }
+            sqlx::query(
+                "INSERT INTO received_activities (activity_id, activity_type, actor, object,
+                                                  remote_host, received_at, event_id,
+                                                  position_major, position_minor)
+                 SELECT activity_id, activity_type, actor, object, remote_host, received_at,
+                        event_id, position_major, position_minor
+                 FROM jsonb_to_recordset($1) AS r (activity_id text, activity_type text,
+                      actor text, object text, remote_host text, received_at timestamptz,
+                      event_id uuid, position_major bigint, position_minor bigint)
+                 ON CONFLICT (activity_id) DO NOTHING",
+            )
+            .bind(sqlx::types::Json(&rows))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn apply(

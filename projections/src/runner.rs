@@ -72,6 +72,40 @@ pub trait Projection: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError>;
+
+    /// Writes what a run of handled events means, in order. The default
+    /// applies them one by one; a projection may write many events of one
+    /// kind with one statement, which is what keeps up with a busy inbox.
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            let span = tracing::debug_span!("apply", projection = self.name(), event_id = %event.id, event_type = %event.event_type);
+            let _entered = span.enter();
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits `events` into the longest runs of consecutive events of which
+/// `together` holds (written with one statement each) and the others
+/// (applied one by one), in order.
+pub fn runs<'a>(
+    events: &'a [&'a RecordedEvent],
+    together: impl Fn(&RecordedEvent) -> bool,
+) -> Vec<(bool, &'a [&'a RecordedEvent])> {
+    let mut out: Vec<(bool, &'a [&'a RecordedEvent])> = Vec::new();
+    let mut start = 0;
+    for i in 1..=events.len() {
+        if i == events.len() || together(events[i]) != together(events[start]) {
+            out.push((together(events[start]), &events[start..i]));
+            start = i;
+        }
+    }
+    out
 }
 
 /// How far a running projection has got; watch it to wait for a position.
@@ -192,13 +226,11 @@ async fn apply_batch(
     sqlx::query("SET LOCAL synchronous_commit = off")
         .execute(&mut *tx)
         .await?;
-    for event in batch {
-        if projection.handles(&event.event_type) {
-            let span = tracing::debug_span!("apply", projection = projection.name(), event_id = %event.id, event_type = %event.event_type);
-            let _entered = span.enter();
-            projection.apply(&mut tx, event).await?;
-        }
-    }
+    let handled: Vec<&RecordedEvent> = batch
+        .iter()
+        .filter(|e| projection.handles(&e.event_type))
+        .collect();
+    projection.apply_all(&mut tx, &handled).await?;
     checkpoints::save(&mut *tx, projection.name(), last.position).await?;
     tx.commit().await?;
     Ok(Some(Applied::Committed(last.position)))

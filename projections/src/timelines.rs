@@ -14,6 +14,7 @@ use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
 use crate::common::{decode, position};
+use crate::runner::runs;
 use crate::{Projection, ProjectionError};
 
 /// Keeps `home_timeline`, `public_timeline`, `timeline_followers`,
@@ -45,6 +46,23 @@ impl Projection for Timelines {
 
     fn handles(&self, event_type: &str) -> bool {
         EVENTS.contains(&event_type)
+    }
+
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for (together, run) in runs(events, |e| e.event_type == "RemotePostCreated") {
+            if together {
+                remote_posts_created(conn, run).await?;
+            } else {
+                for event in run {
+                    self.apply(conn, event).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn apply(
@@ -147,6 +165,59 @@ impl Projection for Timelines {
         }
         Ok(())
     }
+}
+
+/// Remote posts fanned out in one statement, by the rules of [`created`].
+async fn remote_posts_created(
+    conn: &mut PgConnection,
+    events: &[&RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        let Some(DomainEvent::RemotePostCreated(e)) = decode(event)? else {
+            continue;
+        };
+        let (major, minor) = position(event);
+        rows.push(serde_json::json!({
+            "uri": e.uri,
+            "author": e.author,
+            "public": e.visibility == Visibility::Public,
+            "direct": e.visibility == Visibility::Direct,
+            "mentions": e.mentions,
+            "position_major": major,
+            "position_minor": minor,
+        }));
+    }
+    sqlx::query(
+        "WITH new AS (
+             SELECT * FROM jsonb_to_recordset($1) AS r (uri text, author text, public boolean,
+                 direct boolean, mentions text[], position_major bigint, position_minor bigint)
+         ), public_posts AS (
+             INSERT INTO public_timeline (post, author, local, position_major, position_minor)
+             SELECT uri, author, false, position_major, position_minor FROM new WHERE public
+             ON CONFLICT (post) DO NOTHING
+         )
+         INSERT INTO home_timeline (owner, post, reblogged_by, author, position_major, position_minor)
+         SELECT owners.owner, n.uri, '', n.author, n.position_major, n.position_minor
+         FROM new n
+         CROSS JOIN LATERAL (
+             SELECT uri AS owner FROM timeline_local_actors WHERE uri = n.author
+             UNION
+             SELECT follower FROM timeline_followers WHERE followee = n.author AND NOT n.direct
+             UNION
+             SELECT uri FROM timeline_local_actors WHERE uri = ANY(n.mentions)
+         ) owners
+         WHERE NOT EXISTS (
+             SELECT 1 FROM timeline_blocks
+             WHERE (blocker = owners.owner AND blocked = n.author)
+                OR (blocker = n.author AND blocked = owners.owner)
+         )
+         ON CONFLICT (owner, post, reblogged_by) DO NOTHING",
+    )
+    .bind(sqlx::types::Json(&rows))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// What fan-out needs of a new post, local or remote.

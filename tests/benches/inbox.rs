@@ -193,7 +193,28 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
         "accepted {accepted} signed activities in {elapsed:.2} s: {rate:.0}/s ({:.0}% of the machine's RSA verification rate)",
         100.0 * rate / verify_rate
     );
+    let last = last_committed(&pool).await?;
+    println!(
+        "  at that moment, events behind the head: interpreter {}, {}",
+        last.minor().saturating_sub(interpreter.position().minor()),
+        projections
+            .positions()
+            .iter()
+            .map(|(name, p)| format!("{name} {}", last.minor().saturating_sub(p.minor())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    anyhow::ensure!(interpreter.reached(last, Duration::from_secs(600)).await);
+    println!(
+        "  interpreted {:.2} s after the first request",
+        started.elapsed().as_secs_f64()
+    );
     wait_for_everything(&pool, &interpreter, &projections).await?;
+    println!(
+        "  projected {:.2} s after the first request ({:.0} activities/s end to end)",
+        started.elapsed().as_secs_f64(),
+        accepted as f64 / started.elapsed().as_secs_f64()
+    );
 
     // 2. Lag at the target rate: from each 202 to the interpreter's events
     // for it being applied by every projection.

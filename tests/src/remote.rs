@@ -331,3 +331,137 @@ pub async fn post_with(
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
 }
+
+/// A remote server laid out like a real one, for replaying captured
+/// payloads: it serves documents at any path and query (`/@alice`, `/u/bob`,
+/// `/?author=0`, `/`), answers 404 for the rest and takes every POST with
+/// 202. A test replaying a payload starts one per host the payload names, so
+/// that the hosts' origins stay apart. It stops when dropped.
+#[derive(Debug)]
+pub struct DocumentServer {
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    documents: Arc<Mutex<Documents>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct Documents {
+    /// By path and query, as a client requests them.
+    served: HashMap<String, Value>,
+    /// Every GET, by path and query.
+    fetched: Vec<String>,
+}
+
+impl Drop for DocumentServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DocumentServer {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("cannot bind: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let documents = Arc::new(Mutex::new(Documents::default()));
+        let app = Router::new()
+            .fallback(serve_document)
+            .with_state(documents.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            documents,
+            task,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Documents> {
+        self.documents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves `document` at `url`, a URL of this server (its fragment is
+    /// not part of a request, so `…/users/a#main-key` is `/users/a`).
+    pub fn serve(&self, url: &str, document: Value) {
+        self.lock().served.insert(request_target(url), document);
+    }
+
+    /// The paths (with queries) fetched so far, in order.
+    pub fn fetched(&self) -> Vec<String> {
+        self.lock().fetched.clone()
+    }
+}
+
+/// What a client asks a server for to get `url`: its path and query, encoded
+/// as the URL parser encodes them (so `{{nickname}}` is `%7B%7Bnickname%7D%7D`).
+fn request_target(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(url) => match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        },
+        Err(_) => url.to_owned(),
+    }
+}
+
+async fn serve_document(
+    State(documents): State<Arc<Mutex<Documents>>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    if method == axum::http::Method::POST {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let target = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let document = {
+        let mut documents = documents.lock().unwrap_or_else(|e| e.into_inner());
+        documents.fetched.push(target.clone());
+        documents.served.get(&target).cloned()
+    };
+    match document {
+        Some(document) => activity_json(document),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// An actor that signs as `uri` with `key`, which its document publishes as
+/// `key_id`; whoever serves that document decides where it lives.
+pub fn signer(uri: &str, key_id: &str, key: TestKey) -> RemoteActor {
+    let name = uri
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    RemoteActor {
+        name,
+        uri: uri.to_owned(),
+        key_id: key_id.to_owned(),
+        inbox: format!("{}/inbox", uri.trim_end_matches('/')),
+        key,
+        style: KeyStyle::Fragment,
+    }
+}
+
+/// A Mastodon-shaped document of `actor` (see [`signer`]), wherever it lives.
+pub fn signer_document(actor: &RemoteActor) -> Value {
+    json!({
+        "@context": ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"],
+        "id": actor.uri,
+        "type": "Person",
+        "preferredUsername": actor.name,
+        "name": format!("{} (remote)", actor.name),
+        "inbox": actor.inbox,
+        "manuallyApprovesFollowers": false,
+        "publicKey": {
+            "id": actor.key_id,
+            "owner": actor.uri,
+            "publicKeyPem": actor.key.public_pem,
+        },
+    })
+}

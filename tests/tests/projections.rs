@@ -1061,3 +1061,153 @@ async fn unknown_events_are_ignored_and_unreadable_ones_are_errors() {
         );
     }
 }
+
+/// Remote posts (roots and replies, public to direct, with mentions) and
+/// received activities, as a busy inbox produces them.
+async fn remote_traffic(store: &PgEventStore) {
+    let alice = actor("alice");
+    let author = actor("dave");
+    let follow_id = format!("{BASE}/activities/follow-dave");
+    let follow = [
+        DomainEvent::FollowRequested(relationships::FollowRequested {
+            follower: alice.clone(),
+            followee: author.clone(),
+            follow_id: follow_id.clone(),
+            activity: serde_json::json!({}),
+        }),
+        DomainEvent::FollowAccepted(relationships::FollowAccepted {
+            follower: alice.clone(),
+            followee: author.clone(),
+            follow_id,
+            automatic: false,
+            activity: serde_json::json!({}),
+        }),
+    ];
+    store
+        .append(
+            &relationship_stream(&alice, &author),
+            ExpectedVersion::Any,
+            follow.iter().map(|e| e.to_new_event().or_panic()).collect(),
+        )
+        .await
+        .or_panic();
+    let visibilities = [
+        Visibility::Public,
+        Visibility::Unlisted,
+        Visibility::FollowersOnly,
+        Visibility::Direct,
+    ];
+    let mut batch = Vec::new();
+    for i in 0..120 {
+        let uri = format!("https://remote.example/notes/{i}");
+        let received = DomainEvent::ActivityReceived(chorus_domain::remote::ActivityReceived {
+            activity_id: format!("{uri}/activity"),
+            activity_type: "Create".into(),
+            actor: author.clone(),
+            object: Some(uri.clone()),
+            inbox: format!("{BASE}/inbox"),
+            raw: "{}".into(),
+        });
+        let post = DomainEvent::RemotePostCreated(chorus_domain::remote::RemotePostCreated {
+            uri: uri.clone(),
+            kind: "Note".into(),
+            author: author.clone(),
+            content: format!("<p>note {i}</p>"),
+            summary: None,
+            sensitive: i % 7 == 0,
+            visibility: visibilities[i % 4],
+            // Every fifth replies to the one before, which may be in the same batch.
+            in_reply_to: (i % 5 == 4).then(|| format!("https://remote.example/notes/{}", i - 1)),
+            mentions: if i % 3 == 0 {
+                vec![alice.clone()]
+            } else {
+                vec![]
+            },
+            hashtags: vec!["tag".into()],
+            to: vec![],
+            cc: vec![],
+            url: None,
+            attachments: vec![],
+            published: Utc::now(),
+        });
+        batch.push((
+            chorus_domain::remote::received_stream(&format!("{uri}/activity")),
+            received,
+        ));
+        batch.push((chorus_domain::remote::remote_post_stream(&uri), post));
+    }
+    for (stream, event) in batch {
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![event.to_new_event().or_panic()],
+            )
+            .await
+            .or_panic();
+    }
+}
+
+#[tokio::test]
+async fn runs_written_in_one_statement_equal_events_applied_one_by_one() {
+    let w = scenario().await;
+    remote_traffic(&w.store).await;
+    let extra = ["received_activities", "post_edits"];
+    let dump_all = |pool: PgPool| async move {
+        let mut out = dump(&pool).await;
+        for table in extra {
+            let rows: String = sqlx::query_scalar(&format!(
+                "SELECT coalesce(json_agg(t ORDER BY t::text), '[]')::text FROM {table} t"
+            ))
+            .fetch_one(&pool)
+            .await
+            .or_panic();
+            out.push((table, rows));
+        }
+        out
+    };
+    // The runner hands each projection whole batches (runs of remote posts
+    // and received activities go through `apply_all`'s bulk statements).
+    let projections = start(&w).await;
+    let last = w
+        .store
+        .read_all(Position::START, 100_000)
+        .await
+        .or_panic()
+        .last()
+        .or_panic()
+        .position;
+    assert!(projections.wait_for(last, WAIT).await);
+    let batched = dump_all(w.pool.clone()).await;
+    drop(projections);
+    assert!(
+        batched
+            .iter()
+            .any(|(t, rows)| *t == "received_activities" && rows.len() > 1000)
+    );
+
+    clear(&w.pool, true).await;
+    for table in extra {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&w.pool)
+            .await
+            .or_panic();
+    }
+    let events = w.store.read_all(Position::START, 100_000).await.or_panic();
+    for projection in all() {
+        let mut tx = w.pool.begin().await.or_panic();
+        for event in &events {
+            if projection.handles(&event.event_type) {
+                projection.apply(&mut tx, event).await.or_panic();
+            }
+        }
+        tx.commit().await.or_panic();
+    }
+    let one_by_one = dump_all(w.pool.clone()).await;
+    for ((table, a), (_, b)) in batched.iter().zip(&one_by_one) {
+        assert_eq!(
+            a, b,
+            "{table} differs between batched and one-by-one application"
+        );
+    }
+}
