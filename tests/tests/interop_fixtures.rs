@@ -529,7 +529,7 @@ fn exception(path: &str) -> Option<(Expected, &'static str, &'static str)> {
             "could not be fetched",
         ),
         "lemmy/wordpress/activities/announce.json" => (
-            not_applied("refused"),
+            not_applied("ignored"),
             "a group announcing an Update: its id (#activity) fetches the Article, whose id differs",
             "has another id",
         ),
@@ -556,8 +556,8 @@ fn exception(path: &str) -> Option<(Expected, &'static str, &'static str)> {
             "not on its actor's server",
         ),
         "rebased/emoji-reaction-too-long.json" => (
-            not_applied("refused"),
-            "two emoji: the door reads only the envelope; the interpreter refuses the reaction",
+            Expected::Door(400),
+            "two emoji: a reaction is judged at the door, from the body alone",
             "exactly one emoji",
         ),
         "rebased/tesla_mock/https__info.pleroma.site_activity.json" => (

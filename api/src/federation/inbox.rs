@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chorus_domain::inbound::{InboundActivity, read_activity};
+use chorus_domain::inbound::{ActivityKind, InboundActivity, interpret, read_activity};
 use chorus_domain::remote::{ActivityReceived, received_event_id, received_stream};
 use chorus_domain::signatures::{self, ErrorKind, RequestParts, SignatureError};
 use chorus_domain::{DomainEvent, EventStore, ExpectedVersion, Metadata, SignatureVerdict};
@@ -204,6 +204,19 @@ async fn accept(
             format!("not an acceptable activity: {e}"),
         )
     })?;
+    // What can be judged from the body alone is judged at the door (an
+    // Undo of someone else's activity, a reaction that is not one emoji).
+    // Posts are read by the interpreter: reading one costs more, and what
+    // is wrong with one is a matter of content, not of form.
+    if !matches!(activity.kind, ActivityKind::Create | ActivityKind::Update)
+        && let Err(error) = interpret(&activity)
+    {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            Refusal::Malformed,
+            format!("not an acceptable activity: {error}"),
+        ));
+    }
     let actor_domain = domain_of(&activity.actor);
     // Activities are stored once per id: an id on another server than its
     // actor's would let anyone take a real activity's place in advance.

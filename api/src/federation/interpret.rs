@@ -455,7 +455,9 @@ impl Worker {
         let note = chorus_domain::inbound::read_note(&fetched.document)
             .map_err(|e| ignored(format!("the fetched object is unusable: {e}")))?;
         if note.id != object_id {
-            return Err(refused("the fetched object has another id"));
+            // E.g. a group's Announce of an activity, whose id leads to the
+            // object it is about: not a post Chorus can take as it is.
+            return Err(ignored("the fetched object has another id"));
         }
         Ok(note)
     }

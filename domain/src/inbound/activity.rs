@@ -228,8 +228,8 @@ pub fn read_activity(value: &Value) -> Result<InboundActivity, InboundError> {
 ///
 /// It matters for activities that vouch for an object's content (Create,
 /// Update, Delete): an object embedded by a server other than its own may
-/// be forged, so the caller should fetch it from its id rather than trust
-/// it, as Pleroma's and Mastodon's origin containment does. For activities
+/// be forged, so the caller must not trust it (Chorus' interpreter refuses
+/// it, as Pleroma's and Mastodon's origin containment does). For activities
 /// about other actors' objects (Like, Announce, Follow) a mismatch is
 /// normal. An activity without an object has nothing to contradict.
 pub fn origin_matches(activity: &InboundActivity) -> bool {

@@ -58,8 +58,9 @@ fn first_http_id(value: Option<&Value>) -> Option<String> {
 /// needs. Every variant names the activity and its actor.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Interpretation {
-    /// A post was published. The note was embedded by the actor's server:
-    /// unless [`super::origin_matches`], fetch it from its id instead.
+    /// A post was published, embedded in the activity. Unless
+    /// [`super::origin_matches`], it must not be trusted (the interpreter
+    /// refuses a post whose id or author is not on the actor's server).
     CreateNote {
         activity_id: String,
         actor: String,
