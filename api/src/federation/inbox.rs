@@ -73,7 +73,7 @@ pub async fn shared_inbox(
     request: Request,
 ) -> Response {
     let inbox = format!("{}/inbox", state.base_url);
-    receive(state, peer, inbox, request).await
+    receive(state, peer, inbox, None, request).await
 }
 
 /// `POST /users/{handle}/inbox`.
@@ -83,30 +83,15 @@ pub async fn actor_inbox(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     request: Request,
 ) -> Response {
-    let exists: Result<Option<i32>, _> =
-        sqlx::query_scalar("SELECT 1 FROM actors WHERE handle = lower($1) AND local")
-            .bind(&handle)
-            .fetch_optional(&state.pool)
-            .await;
-    match exists {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return (
-                StatusCode::NOT_FOUND,
-                axum::Json(json!({ "error": "no such actor" })),
-            )
-                .into_response();
-        }
-        Err(error) => return Refused::internal(&error).into_response(),
-    }
     let inbox = format!("{}/users/{}/inbox", state.base_url, handle.to_lowercase());
-    receive(state, peer, inbox, request).await
+    receive(state, peer, inbox, Some(handle), request).await
 }
 
 async fn receive(
     state: AppState,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     inbox: String,
+    handle: Option<String>,
     request: Request,
 ) -> Response {
     let Some(federation) = state.federation.clone() else {
@@ -117,7 +102,7 @@ async fn receive(
             .into_response();
     };
     let ip = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
-    match accept(&state, &federation, ip, inbox, request).await {
+    match accept(&state, &federation, ip, inbox, handle, request).await {
         Ok(duplicate) => {
             federation.metrics.accepted(duplicate);
             StatusCode::ACCEPTED.into_response()
@@ -136,12 +121,28 @@ async fn accept(
     federation: &Federation,
     ip: Option<IpAddr>,
     inbox: String,
+    handle: Option<String>,
     request: Request,
 ) -> Result<bool, Refused> {
     if let Some(ip) = ip
         && let Err(retry_after) = federation.limits.check_ip(ip)
     {
         return Err(rate_limited(retry_after, "this address"));
+    }
+    if let Some(handle) = handle {
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM actors WHERE handle = lower($1) AND local")
+                .bind(&handle)
+                .fetch_optional(&state.pool)
+                .await
+                .map_err(|e| Refused::internal(&e))?;
+        if exists.is_none() {
+            return Err(Refused::new(
+                StatusCode::NOT_FOUND,
+                Refusal::UnknownInbox,
+                "no such actor",
+            ));
+        }
     }
     let (parts, body) = request.into_parts();
     let limit = federation.settings.inbox_body_limit;
@@ -230,12 +231,6 @@ async fn accept(
             ),
         ));
     }
-    // Charged to the instance named by the actor: a forged keyId cannot
-    // spend another server's allowance before its signature is checked
-    // (and requests that fail verification are charged to their address).
-    if let Err(retry_after) = federation.limits.check_instance(&actor_domain) {
-        return Err(rate_limited(retry_after, &actor_domain));
-    }
     if federation
         .blocked(&state.pool, &[&signer_domain, &actor_domain])
         .await
@@ -276,6 +271,13 @@ async fn accept(
         }
         Err(error) => return Err(unauthorized(Refusal::Signature, &error)),
     };
+    // Charged to the instance only now that a signature verified: until
+    // then, anyone could name any actor or key and spend another server's
+    // allowance (unverified requests count against their address alone).
+    let signer_domain = domain_of(&key.owner);
+    if let Err(retry_after) = federation.limits.check_instance(&signer_domain) {
+        return Err(rate_limited(retry_after, &signer_domain));
+    }
     if key.owner == activity.actor {
         let verdict = SignatureVerdict::Verified {
             key_id,
@@ -297,9 +299,6 @@ async fn accept(
             ),
         )
     };
-    if domain_of(&activity.id) != actor_domain {
-        return Err(mismatch());
-    }
     let Ok(fetched) = federation.fetcher.get_activity(&activity.id).await else {
         return Err(mismatch());
     };

@@ -21,12 +21,14 @@ pub enum Refusal {
     TooLarge,
     /// 429: over a rate limit.
     RateLimited,
+    /// 404: the personal inbox of no one.
+    UnknownInbox,
     /// 5xx: our side failed.
     Internal,
 }
 
 impl Refusal {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Malformed,
         Self::Signature,
         Self::UnknownKey,
@@ -34,6 +36,7 @@ impl Refusal {
         Self::BlockedInstance,
         Self::TooLarge,
         Self::RateLimited,
+        Self::UnknownInbox,
         Self::Internal,
     ];
 
@@ -46,6 +49,7 @@ impl Refusal {
             Self::BlockedInstance => "blocked_instance",
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
+            Self::UnknownInbox => "unknown_inbox",
             Self::Internal => "internal",
         }
     }
