@@ -137,6 +137,26 @@ async fn a_locked_account_keeps_a_remote_follow_as_a_request() {
         "{requests} {outcomes:?} {actors:?}"
     );
     assert!(events_of(&app, "FollowAccepted").await.is_empty());
+
+    // carol approves the remote follower, by its id or as user@host.
+    let acct = format!("bob@{}", &remote.base_url[7..]);
+    let approved = app
+        .ok(
+            Some(&carol.token),
+            "mutation($a: String!) { approveFollowRequest(actor: $a) { followedBy } }",
+            json!({ "a": acct }),
+        )
+        .await;
+    assert_eq!(
+        approved["approveFollowRequest"]["followedBy"], "ACCEPTED",
+        "{approved}"
+    );
+    let accepted = events_of(&app, "FollowAccepted").await;
+    assert_eq!(accepted.len(), 1);
+    let accept = accepted[0].payload.decode::<Value>().unwrap_or_default();
+    assert_eq!(accept["automatic"], false);
+    assert_eq!(accept["activity"]["type"], "Accept");
+    assert_eq!(accept["activity"]["actor"], carol.uri);
 }
 
 #[tokio::test]

@@ -327,6 +327,66 @@ impl App {
         })
     }
 
+    /// [`App::relate`] for actions that may concern a remote actor Chorus
+    /// knows (a follower to approve, an actor to block): `other` is a local
+    /// actor's reference, or a known actor's id or `user@host`.
+    async fn relate_known<F>(
+        &self,
+        actor: &LocalActor,
+        other: &str,
+        mut decide: F,
+    ) -> Result<Target, AppError>
+    where
+        F: FnMut(&RelationshipState, &str) -> Result<Vec<DomainEvent>, AppError>,
+    {
+        let other = self.known_actor(other).await?;
+        let position = self
+            .execute::<RelationshipState, _>(
+                &relationship_stream(&actor.uri, &other),
+                Some(&actor.uri),
+                |state| decide(state, &other),
+            )
+            .await?;
+        Ok(Target {
+            post_id: None,
+            uri: other,
+            position,
+        })
+    }
+
+    /// The id of a local actor, or of a remote one in the actors read model.
+    pub async fn known_actor(&self, reference: &str) -> Result<String, AppError> {
+        match self.resolve_actor(reference).await {
+            Ok(local) => return Ok(local.uri),
+            Err(AppError::NotFound { .. }) => {}
+            Err(error) => return Err(error),
+        }
+        let acct = reference.trim().trim_start_matches('@');
+        let uri: Option<String> =
+            if reference.starts_with("http://") || reference.starts_with("https://") {
+                sqlx::query_scalar("SELECT uri FROM actors WHERE uri = $1 AND deleted_at IS NULL")
+                    .bind(reference)
+                    .fetch_optional(&self.pool)
+                    .await?
+            } else if let Some((name, host)) = acct.split_once('@') {
+                sqlx::query_scalar(
+                    "SELECT uri FROM actors
+                 WHERE lower(handle) = lower($1) AND domain = lower($2) AND deleted_at IS NULL
+                 LIMIT 1",
+                )
+                .bind(name)
+                .bind(host)
+                .fetch_optional(&self.pool)
+                .await?
+            } else {
+                None
+            };
+        uri.ok_or_else(|| AppError::NotFound {
+            what: "actor",
+            id: reference.to_owned(),
+        })
+    }
+
     pub async fn follow(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
         let (follow_id, accept_id) = (self.activity_id(), self.activity_id());
         self.relate(actor, other, |state, other| {
@@ -359,9 +419,9 @@ impl App {
         follower: &str,
     ) -> Result<Target, AppError> {
         let accept_id = self.activity_id();
-        self.relate(actor, follower, |state, other| {
+        self.relate_known(actor, follower, |state, other| {
             Ok(relationships::approve(
-                state, &actor.uri, &other.uri, &accept_id,
+                state, &actor.uri, other, &accept_id,
             )?)
         })
         .await
@@ -374,30 +434,24 @@ impl App {
         follower: &str,
     ) -> Result<Target, AppError> {
         let reject_id = self.activity_id();
-        self.relate(actor, follower, |state, other| {
-            Ok(relationships::reject(
-                state, &actor.uri, &other.uri, &reject_id,
-            )?)
+        self.relate_known(actor, follower, |state, other| {
+            Ok(relationships::reject(state, &actor.uri, other, &reject_id)?)
         })
         .await
     }
 
     pub async fn block(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
         let block_id = self.activity_id();
-        self.relate(actor, other, |state, other| {
-            Ok(relationships::block(
-                state, &actor.uri, &other.uri, &block_id,
-            )?)
+        self.relate_known(actor, other, |state, other| {
+            Ok(relationships::block(state, &actor.uri, other, &block_id)?)
         })
         .await
     }
 
     pub async fn unblock(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
         let undo_id = self.activity_id();
-        self.relate(actor, other, |state, other| {
-            Ok(relationships::unblock(
-                state, &actor.uri, &other.uri, &undo_id,
-            )?)
+        self.relate_known(actor, other, |state, other| {
+            Ok(relationships::unblock(state, &actor.uri, other, &undo_id)?)
         })
         .await
     }
