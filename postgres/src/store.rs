@@ -245,6 +245,72 @@ impl PgEventStore {
         }
     }
 
+    /// Appends one event to each of many streams that must not exist yet,
+    /// in one statement. Returns, in order, whether each event is in the log
+    /// now: `false` for an event whose stream already had events (nothing was
+    /// written for it), `true` for one appended now or before (same id).
+    pub async fn append_new_streams(
+        &self,
+        items: &[(StreamId, NewEvent)],
+    ) -> Result<Vec<bool>, EventStoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let events: Vec<NewEvent> = items.iter().map(|(_, e)| e.clone()).collect();
+        validate(&events)?;
+        let batch = Batch::new(&events)?;
+        let streams: Vec<&str> = items.iter().map(|(s, _)| s.as_str()).collect();
+        // A stream that exists has a version 1 already: the row is skipped
+        // (`ON CONFLICT DO NOTHING`), as is an event whose id is stored.
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO events (transaction_id, event_id, stream_id, stream_version,
+                                 event_type, schema_version, payload, metadata)
+             SELECT (SELECT pg_current_xact_id()::text::bigint), u.id, u.s, 1, u.t, u.v,
+                    u.p::jsonb, u.m::jsonb
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[])
+                  WITH ORDINALITY AS u (id, s, t, v, p, m, ord)
+             ORDER BY u.ord
+             ON CONFLICT DO NOTHING
+             RETURNING event_id",
+        )
+        .bind(&batch.ids)
+        .bind(&streams)
+        .bind(&batch.types)
+        .bind(&batch.schema_versions)
+        .bind(&batch.payloads)
+        .bind(&batch.metadata)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(backend)?;
+        if !inserted.is_empty() {
+            self.appended();
+        }
+        let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+        let missing: Vec<Uuid> = batch
+            .ids
+            .iter()
+            .filter(|id| !inserted.contains(id))
+            .copied()
+            .collect();
+        // Of those skipped, the ones already stored (a repeat) count as in.
+        let stored: HashSet<Uuid> = if missing.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar::<_, Uuid>("SELECT event_id FROM events WHERE event_id = ANY($1)")
+                .bind(&missing)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(backend)?
+                .into_iter()
+                .collect()
+        };
+        Ok(batch
+            .ids
+            .iter()
+            .map(|id| inserted.contains(id) || stored.contains(id))
+            .collect())
+    }
+
     /// Wakes subscribers after events were committed outside [`EventStore::append`].
     pub fn appended(&self) {
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));

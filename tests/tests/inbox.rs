@@ -520,3 +520,73 @@ async fn a_deleted_actor_leaves_no_follows() {
             .unwrap_or_else(|e| panic!("{e}"));
     assert!(deleted.is_some());
 }
+
+#[tokio::test]
+async fn posts_of_known_actors_written_in_bulk_end_as_one_by_one() {
+    let app = spawn_app().await;
+    let alice = app.account("alice", false).await;
+    let remote = RemoteServer::start().await;
+    let bob = remote.actor("bob", 0, KeyStyle::Fragment);
+    let inbox = format!("{}/inbox", app.base_url);
+    let create = |n: u32, activity: &str| {
+        let note = format!("{}/notes/{n}", remote.base_url);
+        json!({
+            "id": format!("{note}/{activity}"),
+            "type": "Create",
+            "actor": bob.uri,
+            "to": ["https://www.w3.org/ns/activitystreams#Public"],
+            "object": {
+                "id": note,
+                "type": "Note",
+                "attributedTo": bob.uri,
+                "to": ["https://www.w3.org/ns/activitystreams#Public"],
+                "content": format!("<p>note {n} for <a href=\"{}\">@alice</a></p>", alice.uri),
+                "tag": [{ "type": "Mention", "href": alice.uri }],
+            },
+        })
+    };
+    // The first makes bob known; the next ones take the bulk path, among
+    // them a second Create of note 1 (its stream exists: one by one).
+    assert_eq!(
+        deliver(&app.client, &bob, &inbox, &create(0, "a")).await.0,
+        202
+    );
+    app.settle().await;
+    for activity in [
+        create(1, "a"),
+        create(2, "a"),
+        create(1, "again"),
+        create(3, "a"),
+    ] {
+        assert_eq!(deliver(&app.client, &bob, &inbox, &activity).await.0, 202);
+    }
+    app.settle().await;
+    let posts: Vec<(String, String)> =
+        sqlx::query_as("SELECT uri, content FROM posts WHERE NOT local ORDER BY uri")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(posts.len(), 4, "{posts:?}");
+    let created = events_of(&app, "RemotePostCreated").await;
+    assert_eq!(created.len(), 4);
+    assert!(created.iter().all(|e| e.metadata.causation_id.is_some()));
+    let outcomes: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT activity_id, outcome FROM received_activities ORDER BY activity_id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let ignored: Vec<&str> = outcomes
+        .iter()
+        .filter(|(_, o)| o.is_some())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(ignored, [format!("{}/notes/1/again", remote.base_url)]);
+    let mentions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notifications WHERE recipient = $1 AND kind = 'mentioned'",
+    )
+    .bind(&alice.uri)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(mentions, 4);
+}

@@ -127,6 +127,17 @@ struct Worker {
     known_actors: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
+/// The received activities of one actor in a batch, in log order.
+type Lane = Vec<(RecordedEvent, ActivityReceived)>;
+
+/// A plain new remote post, ready to be written with others.
+struct Prepared {
+    received_event: RecordedEvent,
+    received: ActivityReceived,
+    stream: chorus_domain::StreamId,
+    event: chorus_domain::NewEvent,
+}
+
 /// Interprets until `main_pool` (the server's) is closed at shutdown.
 async fn run(
     worker: Worker,
@@ -161,7 +172,7 @@ async fn run(
             };
             // Received activities, one lane per actor: in order within a
             // lane, lanes side by side.
-            let mut lanes: HashMap<String, Vec<(RecordedEvent, ActivityReceived)>> = HashMap::new();
+            let mut lanes: HashMap<String, Lane> = HashMap::new();
             for event in batch {
                 if event.event_type != "ActivityReceived" {
                     continue;
@@ -177,7 +188,43 @@ async fn run(
                     }
                 }
             }
-            let failed = futures::stream::iter(lanes.into_values())
+            // The plain new remote posts at the start of each lane are read
+            // side by side and written with one statement for the batch;
+            // the rest (and any post whose stream existed) go one by one.
+            let prepared: Vec<(Vec<Prepared>, Lane)> = futures::stream::iter(lanes.into_values())
+                .map(|lane| {
+                    let worker = worker.clone();
+                    async move { worker.split_new_posts(lane) }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            let items: Vec<(chorus_domain::StreamId, chorus_domain::NewEvent)> = prepared
+                .iter()
+                .flat_map(|(posts, _)| posts.iter().map(|p| (p.stream.clone(), p.event.clone())))
+                .collect();
+            let written = match worker.app.store.append_new_streams(&items).await {
+                Ok(written) => written,
+                Err(error) => {
+                    tracing::error!(%error, "interpreter could not append; will retry");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue 'subscribe;
+                }
+            };
+            let mut written = written.into_iter();
+            let lanes: Vec<Lane> = prepared
+                .into_iter()
+                .map(|(posts, rest)| {
+                    let mut lane: Lane = posts
+                        .into_iter()
+                        .filter(|_| !written.next().unwrap_or(false))
+                        .map(|p| (p.received_event, p.received))
+                        .collect();
+                    lane.extend(rest);
+                    lane
+                })
+                .collect();
+            let failed = futures::stream::iter(lanes)
                 .map(|lane| {
                     let worker = worker.clone();
                     async move {
@@ -223,6 +270,72 @@ async fn run(
 }
 
 impl Worker {
+    /// Splits a lane into its leading plain new remote posts (a Create of a
+    /// post by the actor, on its server, from an actor already known), ready
+    /// to be written in bulk, and the rest, to be interpreted one by one.
+    /// The bulk path writes exactly the event the one-by-one path would.
+    fn split_new_posts(&self, lane: Lane) -> (Vec<Prepared>, Lane) {
+        let mut posts = Vec::new();
+        let mut lane = lane.into_iter();
+        let mut rest = Vec::new();
+        for (event, received) in lane.by_ref() {
+            match self.new_post(&event, &received) {
+                Some((stream, new_event)) => posts.push(Prepared {
+                    received_event: event,
+                    received,
+                    stream,
+                    event: new_event,
+                }),
+                None => {
+                    rest.push((event, received));
+                    break;
+                }
+            }
+        }
+        rest.extend(lane);
+        (posts, rest)
+    }
+
+    fn new_post(
+        &self,
+        event: &RecordedEvent,
+        received: &ActivityReceived,
+    ) -> Option<(chorus_domain::StreamId, chorus_domain::NewEvent)> {
+        let actor = received.actor.as_str();
+        if self.is_local(actor)
+            || !self
+                .known_actors
+                .read()
+                .is_ok_and(|known| known.contains(actor))
+        {
+            return None;
+        }
+        let document: Value = serde_json::from_str(&received.raw).ok()?;
+        let activity = chorus_domain::inbound::read_activity(&document).ok()?;
+        let Ok(Interpretation::CreateNote { note, .. }) =
+            chorus_domain::inbound::interpret(&activity)
+        else {
+            return None;
+        };
+        if activity.actor != actor
+            || note.attributed_to != actor
+            || domain_of(&note.id) != domain_of(actor)
+        {
+            return None;
+        }
+        let post = remote_post_created(note);
+        let stream = remote_post_stream(&post.uri);
+        let mut new_event = DomainEvent::RemotePostCreated(post)
+            .to_new_event()
+            .ok()?
+            .with_metadata(Metadata {
+                actor: Some(actor.to_owned()),
+                ..Metadata::caused_by(event)
+            });
+        new_event.id = chorus_domain::EventId::derived(event.id, &format!("{stream}#0"));
+        Some((stream, new_event))
+    }
+
     /// Interprets one received activity and records the outcome.
     async fn interpret(
         &self,
