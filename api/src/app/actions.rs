@@ -302,7 +302,8 @@ impl App {
         .await
     }
 
-    /// Runs a relationship decision between `actor` and the actor `other` refers to.
+    /// Runs a relationship decision between `actor` and the local actor
+    /// `other` refers to.
     async fn relate<F>(
         &self,
         actor: &LocalActor,
@@ -313,18 +314,8 @@ impl App {
         F: FnMut(&RelationshipState, &LocalActor) -> Result<Vec<DomainEvent>, AppError>,
     {
         let other = self.resolve_actor(other).await?;
-        let position = self
-            .execute::<RelationshipState, _>(
-                &relationship_stream(&actor.uri, &other.uri),
-                Some(&actor.uri),
-                |state| decide(state, &other),
-            )
-            .await?;
-        Ok(Target {
-            post_id: None,
-            uri: other.uri,
-            position,
-        })
+        self.relate_with(actor, &other.uri, |state, _| decide(state, &other))
+            .await
     }
 
     /// [`App::relate`] for actions that may concern a remote actor Chorus
@@ -334,22 +325,34 @@ impl App {
         &self,
         actor: &LocalActor,
         other: &str,
-        mut decide: F,
+        decide: F,
     ) -> Result<Target, AppError>
     where
         F: FnMut(&RelationshipState, &str) -> Result<Vec<DomainEvent>, AppError>,
     {
         let other = self.known_actor(other).await?;
+        self.relate_with(actor, &other, decide).await
+    }
+
+    async fn relate_with<F>(
+        &self,
+        actor: &LocalActor,
+        other: &str,
+        mut decide: F,
+    ) -> Result<Target, AppError>
+    where
+        F: FnMut(&RelationshipState, &str) -> Result<Vec<DomainEvent>, AppError>,
+    {
         let position = self
             .execute::<RelationshipState, _>(
-                &relationship_stream(&actor.uri, &other),
+                &relationship_stream(&actor.uri, other),
                 Some(&actor.uri),
-                |state| decide(state, &other),
+                |state| decide(state, other),
             )
             .await?;
         Ok(Target {
             post_id: None,
-            uri: other,
+            uri: other.to_owned(),
             position,
         })
     }
