@@ -162,7 +162,30 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
     let mut requests = requests.into_iter();
 
     // 1. Throughput: 64 connections sending as fast as the server accepts.
+    // With `wrk` installed (a C load generator, as in the read-model
+    // benchmark), it replays the signed requests; otherwise a client in this
+    // process sends them, competing with the server for the same cores.
     let batch: Vec<Signed> = requests.by_ref().take(throughput_n).collect();
+    if let Some(rate) = wrk_throughput(&pool, &batch, port, throughput_n).await? {
+        println!(
+            "wrk: {rate:.0} signed activities/s accepted and durably stored ({:.0}% of the machine's RSA verification rate)",
+            100.0 * rate / verify_rate
+        );
+        wait_for_everything(&pool, &interpreter, &projections).await?;
+        return finish(
+            &store,
+            &pool,
+            &client,
+            &inbox,
+            requests.collect(),
+            rate,
+            verify_rate,
+            lag_n,
+            &interpreter,
+            &projections,
+        )
+        .await;
+    }
     let started = Instant::now();
     let statuses: Vec<anyhow::Result<u16>> = futures::stream::iter(batch)
         .map(|r| {
@@ -216,11 +239,41 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
         accepted as f64 / started.elapsed().as_secs_f64()
     );
 
+    finish(
+        &store,
+        &pool,
+        &client,
+        &inbox,
+        requests.collect(),
+        rate,
+        verify_rate,
+        lag_n,
+        &interpreter,
+        &projections,
+    )
+    .await
+}
+
+/// The lag phase at the target rate, and the report.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    store: &PgEventStore,
+    pool: &sqlx::PgPool,
+    client: &reqwest::Client,
+    inbox: &str,
+    requests: Vec<Signed>,
+    rate: f64,
+    verify_rate: f64,
+    lag_n: usize,
+    interpreter: &Interpreter,
+    projections: &Arc<Projections>,
+) -> anyhow::Result<()> {
+    wait_for_everything(pool, interpreter, projections).await?;
     // 2. Lag at the target rate: from each 202 to the interpreter's events
     // for it being applied by every projection.
     let sent_at: Arc<Mutex<HashMap<EventId, Instant>>> = Arc::default();
     let lags = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
-    let head = last_committed(&pool).await?;
+    let head = last_committed(pool).await?;
     let mut log = store.subscribe_all(head);
     let watcher = {
         let sent_at = sent_at.clone();
@@ -256,11 +309,11 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
     let interval = Duration::from_secs_f64(1.0 / TARGET_RATE);
     let started = Instant::now();
     let mut inflight = Vec::with_capacity(lag_n);
-    for (i, request) in requests.enumerate() {
+    for (i, request) in requests.into_iter().enumerate() {
         let due = started + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
         let client = client.clone();
-        let inbox = inbox.clone();
+        let inbox = inbox.to_owned();
         let sent_at = sent_at.clone();
         // The lag counts from the 202, as a sender sees it; until the
         // answer is back, from the moment of sending (so an activity
@@ -321,6 +374,79 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
     );
     anyhow::ensure!(rate_met && lag_met, "some targets were not met");
     Ok(())
+}
+
+/// Replays the signed requests with `wrk`; `None` when it is not installed.
+/// The rate is of activities durably stored (counted in the log), over the
+/// time wrk ran.
+async fn wrk_throughput(
+    pool: &sqlx::PgPool,
+    requests: &[Signed],
+    port: u16,
+    n: usize,
+) -> anyhow::Result<Option<f64>> {
+    if tokio::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .await
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let mut lua = String::from("local requests = {\n");
+    for r in requests {
+        let mut raw = format!(
+            "POST /inbox HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n",
+            r.body.len()
+        );
+        for (name, value) in &r.headers {
+            if !name.eq_ignore_ascii_case("host") {
+                raw.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        raw.push_str("\r\n");
+        raw.push_str(std::str::from_utf8(&r.body)?);
+        lua.push_str("[==[");
+        lua.push_str(&raw);
+        lua.push_str("]==],\n");
+    }
+    lua.push_str(
+        "}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  if i > #requests then i = 1 end\n  return requests[i]\nend\n",
+    );
+    let script = std::env::temp_dir().join(format!("chorus-inbox-{}.lua", std::process::id()));
+    std::fs::write(&script, lua)?;
+    let before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'ActivityReceived'")
+            .fetch_one(pool)
+            .await?;
+    // Long enough for all of them at the target rate; wrk wraps around if
+    // the server is faster, and repeats are stored once (not counted).
+    let seconds = (n as f64 / TARGET_RATE).ceil() as u64;
+    let started = Instant::now();
+    let output = tokio::process::Command::new("wrk")
+        .args(["-t", "1", "-c", "64", "-d", &format!("{seconds}s"), "-s"])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}/inbox"))
+        .output()
+        .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
+        anyhow::bail!("wrk saw refusals: {line}\n{text}");
+    }
+    let after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'ActivityReceived'")
+            .fetch_one(pool)
+            .await?;
+    println!(
+        "wrk: {}",
+        text.lines()
+            .find(|l| l.contains("requests in"))
+            .unwrap_or("")
+            .trim()
+    );
+    Ok(Some((after - before) as f64 / elapsed))
 }
 
 async fn send(
