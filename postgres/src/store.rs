@@ -204,6 +204,12 @@ impl PgEventStore {
     /// savepoint and, for `Any`, tried again, so `Any` never conflicts and
     /// the caller's transaction stays usable after a version conflict. After
     /// any other error, roll the transaction back.
+    ///
+    /// Unlike [`EventStore::append`], this cannot promise that the stream's
+    /// versions follow log order: the transaction's id may have been taken
+    /// before it read the stream (by an earlier write, or by an attempt
+    /// rolled back to the savepoint), so a version appended here may stand
+    /// before an earlier version in the log.
     pub async fn append_with(
         conn: &mut PgConnection,
         stream: &StreamId,
@@ -403,7 +409,11 @@ impl EventStore for PgEventStore {
         let pool = &self.inner.pool;
         // One statement, checked by the unique indexes. Only a writer racing
         // us on the same stream makes `Any` try again.
-        for _ in 0..3 {
+        // Every attempt is a statement of its own, in a transaction of its
+        // own: that is what keeps a stream's versions in log order (see
+        // `APPEND`). A writer racing others on a hot stream backs off a
+        // little, more each time; each lost race means another won.
+        for attempt in 0..HOT_STREAM_ATTEMPTS {
             match batch.insert(pool, stream, expected).await {
                 Ok(rows) if rows.is_empty() => {
                     // The expected version did not match, or this is a retry
@@ -426,19 +436,21 @@ impl EventStore for PgEventStore {
                     Some(STREAM_VERSION_KEY) if expected != ExpectedVersion::Any => {
                         return Err(conflict(pool, stream, expected).await);
                     }
-                    Some(STREAM_VERSION_KEY) => {}
+                    Some(STREAM_VERSION_KEY) => {
+                        if attempt >= 2 {
+                            tokio::time::sleep(backoff(attempt)).await;
+                        }
+                    }
                     _ => return Err(backend(error)),
                 },
             }
         }
-        // A hot stream: queue behind its other writers instead.
-        let mut tx = pool.begin().await.map_err(backend)?;
-        let outcome = Self::append_with(&mut tx, stream, expected, &events).await?;
-        tx.commit().await.map_err(backend)?;
-        if !outcome.deduplicated {
-            self.appended();
-        }
-        Ok(outcome)
+        Err(EventStoreError::Backend(
+            format!(
+                "{stream}: lost the race to append {HOT_STREAM_ATTEMPTS} times in a row; try again"
+            )
+            .into(),
+        ))
     }
 
     async fn read_stream(
@@ -570,6 +582,17 @@ fn validate(events: &[NewEvent]) -> Result<(), EventStoreError> {
 }
 
 const EVENT_ID_KEY: &str = "events_event_id_key";
+
+/// How many times an `Any` append to a hot stream is tried before it gives up.
+const HOT_STREAM_ATTEMPTS: u32 = 100;
+
+/// A growing, jittered pause between attempts on a hot stream (up to ~10 ms).
+fn backoff(attempt: u32) -> Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 1000);
+    Duration::from_micros(u64::from(attempt.min(10)) * 1000 + u64::from(jitter))
+}
 const STREAM_VERSION_KEY: &str = "events_stream_version_key";
 
 /// Appends in one statement: the stream's head version is read, the expected
