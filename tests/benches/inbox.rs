@@ -27,6 +27,7 @@ use chorus_domain::remote::received_event_id;
 use chorus_domain::{EventId, EventStore, Position};
 use chorus_postgres::{ClusterOptions, ClusterProfile, PgEventStore, PrivateCluster};
 use chorus_projections::Projections;
+use chorus_tests::app::last_committed;
 use chorus_tests::remote::{KeyStyle, RemoteActor, RemoteServer, Scheme, signed_post_headers};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -216,7 +217,7 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
         "accepted {accepted} signed activities in {elapsed:.2} s: {rate:.0}/s ({:.0}% of the machine's RSA verification rate)",
         100.0 * rate / verify_rate
     );
-    let last = last_committed(&pool).await?;
+    let last = last_committed(&pool).await;
     println!(
         "  at that moment, events behind the head: interpreter {}, {}",
         last.minor().saturating_sub(interpreter.position().minor()),
@@ -273,7 +274,7 @@ async fn finish(
     // for it being applied by every projection.
     let sent_at: Arc<Mutex<HashMap<EventId, Instant>>> = Arc::default();
     let lags = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
-    let head = last_committed(pool).await?;
+    let head = last_committed(pool).await;
     let mut log = store.subscribe_all(head);
     let watcher = {
         let sent_at = sent_at.clone();
@@ -561,17 +562,6 @@ fn rsa_verify_rate() -> f64 {
     total as f64 / duration.as_secs_f64()
 }
 
-async fn last_committed(pool: &sqlx::PgPool) -> anyhow::Result<Position> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT transaction_id, seq FROM events ORDER BY transaction_id DESC, seq DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map_or(Position::START, |(a, b)| {
-        Position::new(a.unsigned_abs(), b.unsigned_abs())
-    }))
-}
-
 /// Waits until the interpreter and the projections have processed the log.
 async fn wait_for_everything(
     pool: &sqlx::PgPool,
@@ -580,7 +570,7 @@ async fn wait_for_everything(
 ) -> anyhow::Result<()> {
     let mut settled = Position::START;
     loop {
-        let last = last_committed(pool).await?;
+        let last = last_committed(pool).await;
         if last == settled {
             return Ok(());
         }

@@ -129,7 +129,7 @@ impl TestApp {
             // The last committed event, read directly: subscriptions only
             // pass it once the cluster's oldest running transaction (of any
             // test's database) has ended, and must then be waited for.
-            let last = self.last_committed().await;
+            let last = last_committed(&self.pool).await;
             if last == settled {
                 return;
             }
@@ -147,18 +147,6 @@ impl TestApp {
             );
             settled = last;
         }
-    }
-
-    async fn last_committed(&self) -> chorus_domain::Position {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT transaction_id, seq FROM events ORDER BY transaction_id DESC, seq DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        row.map_or(chorus_domain::Position::START, |(major, minor)| {
-            chorus_domain::Position::new(major.unsigned_abs(), minor.unsigned_abs())
-        })
     }
 
     /// Runs a GraphQL request, as `token`'s owner if given; returns the whole response.
@@ -211,4 +199,18 @@ impl TestApp {
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// The position of the last committed event of the log, read directly (a
+/// subscription passes it only once older running transactions end).
+pub async fn last_committed(pool: &PgPool) -> chorus_domain::Position {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id, seq FROM events ORDER BY transaction_id DESC, seq DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    row.map_or(chorus_domain::Position::START, |(major, minor)| {
+        chorus_domain::Position::new(major.unsigned_abs(), minor.unsigned_abs())
+    })
 }

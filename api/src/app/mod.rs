@@ -18,7 +18,7 @@ use chorus_domain::relationships::{RelationshipError, RelationshipState};
 use chorus_domain::remote::{RemoteActorState, RemotePostState};
 use chorus_domain::{
     AppendOutcome, DomainEvent, EventId, EventStore, EventStoreError, ExpectedVersion, Metadata,
-    Position, StreamId,
+    NewEvent, Position, StreamId,
 };
 use chorus_postgres::PgEventStore;
 use sqlx::PgPool;
@@ -150,6 +150,22 @@ pub struct Stamp {
     pub cause: Option<EventId>,
 }
 
+impl Stamp {
+    /// `event` ready to append, with this stamp's metadata; with a cause,
+    /// its id is derived from the cause and `name` (unique among the events
+    /// of one cause).
+    pub fn event(&self, event: &DomainEvent, name: &str) -> Result<NewEvent, AppError> {
+        let mut new_event = event
+            .to_new_event()
+            .map_err(|e| AppError::Invalid(format!("event could not be encoded: {e}")))?
+            .with_metadata(self.metadata.clone());
+        if let Some(cause) = self.cause {
+            new_event.id = EventId::derived(cause, name);
+        }
+        Ok(new_event)
+    }
+}
+
 /// How many times a command is decided again after losing a race.
 const ATTEMPTS: usize = 5;
 
@@ -242,16 +258,8 @@ impl App {
             let new_events = events
                 .iter()
                 .enumerate()
-                .map(|(i, e)| {
-                    e.to_new_event().map(|mut n| {
-                        if let Some(cause) = stamp.cause {
-                            n.id = EventId::derived(cause, &format!("{stream}#{i}"));
-                        }
-                        n.with_metadata(stamp.metadata.clone())
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| AppError::Invalid(format!("event could not be encoded: {e}")))?;
+                .map(|(i, e)| stamp.event(e, &format!("{stream}#{i}")))
+                .collect::<Result<Vec<_>, _>>()?;
             match self.store.append(stream, expected, new_events).await {
                 Ok(outcome) => return Ok(last_position(&outcome)),
                 Err(EventStoreError::WrongExpectedVersion { .. }) => continue,

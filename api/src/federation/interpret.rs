@@ -127,6 +127,18 @@ struct Worker {
     known_actors: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
+/// How the events interpreted from `event` are stamped: caused by it, ids
+/// derived from it, the activity's actor as actor.
+fn stamp(event: &RecordedEvent, received: &ActivityReceived) -> Stamp {
+    Stamp {
+        metadata: Metadata {
+            actor: Some(received.actor.clone()),
+            ..Metadata::caused_by(event)
+        },
+        cause: Some(event.id),
+    }
+}
+
 /// The received activities of one actor in a batch, in log order.
 type Lane = Vec<(RecordedEvent, ActivityReceived)>;
 
@@ -325,14 +337,12 @@ impl Worker {
         }
         let post = remote_post_created(note);
         let stream = remote_post_stream(&post.uri);
-        let mut new_event = DomainEvent::RemotePostCreated(post)
-            .to_new_event()
-            .ok()?
-            .with_metadata(Metadata {
-                actor: Some(actor.to_owned()),
-                ..Metadata::caused_by(event)
-            });
-        new_event.id = chorus_domain::EventId::derived(event.id, &format!("{stream}#0"));
+        let new_event = stamp(event, received)
+            .event(
+                &DomainEvent::RemotePostCreated(post),
+                &format!("{stream}#0"),
+            )
+            .ok()?;
         Some((stream, new_event))
     }
 
@@ -342,13 +352,7 @@ impl Worker {
         event: &RecordedEvent,
         received: &ActivityReceived,
     ) -> Result<(), AppError> {
-        let stamp = Stamp {
-            metadata: Metadata {
-                actor: Some(received.actor.clone()),
-                ..Metadata::caused_by(event)
-            },
-            cause: Some(event.id),
-        };
+        let stamp = stamp(event, received);
         let outcome = match serde_json::from_str::<Value>(&received.raw) {
             Err(error) => refused(format!("the stored body is not JSON: {error}")),
             Ok(document) => match chorus_domain::inbound::read_activity(&document) {
@@ -381,13 +385,7 @@ impl Worker {
         stamp: &Stamp,
         event: DomainEvent,
     ) -> Result<(), AppError> {
-        let mut new_event = event
-            .to_new_event()
-            .map_err(|e| AppError::Invalid(format!("event could not be encoded: {e}")))?
-            .with_metadata(stamp.metadata.clone());
-        if let Some(cause) = stamp.cause {
-            new_event.id = chorus_domain::EventId::derived(cause, &format!("{stream}#outcome"));
-        }
+        let new_event = stamp.event(&event, &format!("{stream}#outcome"))?;
         self.app
             .store
             .append(stream, chorus_domain::ExpectedVersion::Any, vec![new_event])
@@ -664,14 +662,10 @@ impl Worker {
         let stream = remote_post_stream(&post.uri);
         // A new post's stream does not exist yet: append straight away, and
         // only on a conflict read the stream to say why nothing changed.
-        let event = DomainEvent::RemotePostCreated(post.clone());
-        let mut new_event = event
-            .to_new_event()
-            .map_err(|e| AppError::Invalid(format!("event could not be encoded: {e}")))?
-            .with_metadata(stamp.metadata.clone());
-        if let Some(cause) = stamp.cause {
-            new_event.id = chorus_domain::EventId::derived(cause, &format!("{stream}#0"));
-        }
+        let new_event = stamp.event(
+            &DomainEvent::RemotePostCreated(post.clone()),
+            &format!("{stream}#0"),
+        )?;
         match self
             .app
             .store

@@ -278,16 +278,8 @@ fn same_origin(key_id: &str, served_from: &str, actor: &str) -> Result<(), KeyLo
     Ok(())
 }
 
-/// The host of a URL, with a non-default port (`example.com:8443`).
+/// The host of a URL, with a non-default port (`example.com:8443`); empty
+/// for anything but an http(s) URL.
 pub fn domain_of(uri: &str) -> String {
-    url::Url::parse(uri)
-        .ok()
-        .and_then(|u| {
-            let host = u.host_str()?.to_ascii_lowercase();
-            Some(match u.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host,
-            })
-        })
-        .unwrap_or_default()
+    chorus_domain::inbound::host_of(uri).unwrap_or_default()
 }
