@@ -4,8 +4,10 @@
 
 pub mod checkpoints;
 pub mod cluster;
+pub mod group;
 pub mod migrate;
 pub mod store;
 
 pub use cluster::{ClusterError, ClusterOptions, ClusterProfile, PrivateCluster};
-pub use store::{PgEventStore, StoreOptions};
+pub use group::{GroupAppender, GroupOptions};
+pub use store::{NewStream, PgEventStore, StoreOptions};

@@ -69,6 +69,24 @@ pub struct PgEventStore {
     inner: Arc<Inner>,
 }
 
+/// What became of one event of [`PgEventStore::append_new_streams`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewStream {
+    /// Appended now, as version 1 of its stream.
+    Appended,
+    /// An event with the same id was already in the log; nothing was written.
+    Repeated,
+    /// The stream already had other events; nothing was written.
+    Taken,
+}
+
+impl NewStream {
+    /// Whether the event is in the log now (appended now or before).
+    pub fn is_stored(self) -> bool {
+        self != Self::Taken
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
@@ -252,13 +270,13 @@ impl PgEventStore {
     }
 
     /// Appends one event to each of many streams that must not exist yet,
-    /// in one statement. Returns, in order, whether each event is in the log
-    /// now: `false` for an event whose stream already had events (nothing was
-    /// written for it), `true` for one appended now or before (same id).
+    /// in one statement and one transaction. Returns, in order, what became
+    /// of each event: appended now, already in the log (same id), or not
+    /// written because its stream already had events.
     pub async fn append_new_streams(
         &self,
         items: &[(StreamId, NewEvent)],
-    ) -> Result<Vec<bool>, EventStoreError> {
+    ) -> Result<Vec<NewStream>, EventStoreError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -313,7 +331,15 @@ impl PgEventStore {
         Ok(batch
             .ids
             .iter()
-            .map(|id| inserted.contains(id) || stored.contains(id))
+            .map(|id| {
+                if inserted.contains(id) {
+                    NewStream::Appended
+                } else if stored.contains(id) {
+                    NewStream::Repeated
+                } else {
+                    NewStream::Taken
+                }
+            })
             .collect())
     }
 
@@ -552,7 +578,7 @@ fn into_event(row: EventRow) -> Result<RecordedEvent, EventStoreError> {
     })
 }
 
-fn validate(events: &[NewEvent]) -> Result<(), EventStoreError> {
+pub(crate) fn validate(events: &[NewEvent]) -> Result<(), EventStoreError> {
     let invalid = |why: String| Err(EventStoreError::InvalidAppend(why));
     if events.is_empty() {
         return invalid("an append needs at least one event".into());

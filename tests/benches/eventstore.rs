@@ -4,6 +4,10 @@
 //! Run with `cargo bench -p chorus-tests --bench eventstore`; set
 //! `CHORUS_BENCH_SCALE` (default 1.0) to scale the workloads.
 
+/// The allocator of the `chorus` binary, which this benchmark runs in process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};

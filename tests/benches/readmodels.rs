@@ -8,6 +8,10 @@
 //! Run with `cargo bench -p chorus-tests --bench readmodels`;
 //! `CHORUS_BENCH_SCALE` (default 1.0) scales the seeded log.
 
+/// The allocator of the `chorus` binary, which this benchmark runs in process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

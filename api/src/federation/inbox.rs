@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use chorus_domain::inbound::{ActivityKind, InboundActivity, interpret, read_activity};
 use chorus_domain::remote::{ActivityReceived, received_event_id, received_stream};
 use chorus_domain::signatures::{self, ErrorKind, RequestParts, SignatureError};
-use chorus_domain::{DomainEvent, EventStore, ExpectedVersion, Metadata, SignatureVerdict};
+use chorus_domain::{DomainEvent, Metadata, SignatureVerdict};
+use chorus_postgres::NewStream;
 use chrono::Utc;
 use serde_json::json;
 
@@ -284,7 +285,7 @@ async fn accept(
             signer: key.owner.clone(),
             scheme: signature.scheme().to_owned(),
         };
-        return store(state, &activity, inbox, text, verdict, actor_domain).await;
+        return store(federation, &activity, inbox, text, verdict, actor_domain).await;
     }
     // Signed by someone else (a forwarded reply, a relay): the request
     // proves nothing about the actor, so the activity is taken from its own
@@ -318,12 +319,12 @@ async fn accept(
         scheme: signature.scheme().to_owned(),
         from: fetched.url.to_string(),
     };
-    store(state, &original, inbox, &raw, verdict, actor_domain).await
+    store(federation, &original, inbox, &raw, verdict, actor_domain).await
 }
 
 /// Appends the activity, once per activity id.
 async fn store(
-    state: &AppState,
+    federation: &Federation,
     activity: &InboundActivity,
     inbox: String,
     raw: &str,
@@ -349,16 +350,14 @@ async fn store(
             ..Metadata::default()
         });
     event.id = received_event_id(&activity.id);
-    let outcome = state
-        .store
-        .append(
-            &received_stream(&activity.id),
-            ExpectedVersion::Any,
-            vec![event],
-        )
+    let outcome = federation
+        .received
+        .append_new_stream(received_stream(&activity.id), event)
         .await
         .map_err(|e| Refused::internal(&e))?;
-    Ok(outcome.deduplicated)
+    // `Taken` cannot happen (the stream's first event is this one), but
+    // counts as a repeat if it did: the activity is in the log.
+    Ok(outcome != NewStream::Appended)
 }
 
 fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {

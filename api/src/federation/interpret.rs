@@ -27,7 +27,7 @@ use chorus_domain::remote::{
     RemotePostCreated, RemotePostEdited, RemotePostState, remote_actor_stream, remote_post_stream,
 };
 use chorus_domain::{DomainEvent, EventStore, Metadata, Position, RecordedEvent};
-use chorus_postgres::checkpoints;
+use chorus_postgres::{NewStream, checkpoints};
 use futures::StreamExt;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
@@ -229,7 +229,7 @@ async fn run(
                 .map(|(posts, rest)| {
                     let mut lane: Lane = posts
                         .into_iter()
-                        .filter(|_| !written.next().unwrap_or(false))
+                        .filter(|_| !written.next().is_some_and(NewStream::is_stored))
                         .map(|p| (p.received_event, p.received))
                         .collect();
                     lane.extend(rest);

@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chorus_postgres::PgEventStore;
+use chorus_postgres::{GroupAppender, GroupOptions, PgEventStore};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use sqlx::PgPool;
@@ -39,6 +39,9 @@ pub struct Federation {
     pub metrics: InboxMetrics,
     pub limits: RateLimits,
     pub instance: Arc<InstanceActor>,
+    /// Appends received activities, many requests to a statement and a
+    /// commit (group commit): the inbox's write path.
+    pub received: GroupAppender,
     blocked: BlockedDomains,
 }
 
@@ -70,6 +73,7 @@ impl Federation {
         )?;
         Ok(Self {
             settings: settings.clone(),
+            received: GroupAppender::start(store.clone(), GroupOptions::default()),
             keys: KeyResolver::new(pool, store, fetcher.clone()),
             fetcher,
             metrics: InboxMetrics::default(),
