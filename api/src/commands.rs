@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::Settings;
 use crate::database::Database;
 use crate::federation::Federation;
+use crate::federation::delivery::Delivery;
 use crate::federation::interpret::Interpreter;
 use crate::http::{AppState, router};
 
@@ -37,7 +38,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             database.pool.clone(),
             store.clone(),
             &settings.base_url,
-            projections,
+            projections.clone(),
         );
         let federation = Arc::new(
             Federation::new(
@@ -49,9 +50,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .await
             .context("starting federation")?,
         );
-        Interpreter::start(App::new(store, &state.base_url), federation.clone())
+        Interpreter::start(App::new(store.clone(), &state.base_url), federation.clone())
             .await
             .context("starting the interpreter")?;
+        let _delivery = Delivery::start(store, &federation, projections, &state.base_url)
+            .await
+            .context("starting delivery")?;
         let app = router(state.with_federation(federation));
         tracing::info!(bind = %settings.bind, base_url = %settings.base_url, "serving");
         axum::serve(
@@ -61,6 +65,40 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the HTTP server failed")
+    }
+    .await;
+    tracing::info!("shutting down");
+    database.close().await;
+    result
+}
+
+/// `chorus worker`: deliver outbound activities from the queue until Ctrl-C
+/// or SIGTERM, beside any other workers and servers on the same database
+/// (jobs are claimed under a lease, so none is sent by two at once).
+pub async fn worker(settings: Settings) -> anyhow::Result<()> {
+    let database = Database::open(&settings).await?;
+    let result = async {
+        chorus_postgres::migrate::run(&database.pool)
+            .await
+            .context("applying migrations")?;
+        let store = PgEventStore::new(database.pool.clone());
+        let federation = Federation::new(
+            &settings.federation,
+            database.pool.clone(),
+            store.clone(),
+            settings.base_url.as_str().trim_end_matches('/'),
+        )
+        .await
+        .context("starting federation")?;
+        let _senders = chorus_workers::delivery::Senders::start(
+            store,
+            federation.fetcher.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+            chorus_workers::delivery::SenderOptions::default(),
+        );
+        tracing::info!("delivering");
+        shutdown_signal().await;
+        anyhow::Ok(())
     }
     .await;
     tracing::info!("shutting down");

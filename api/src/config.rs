@@ -69,6 +69,9 @@ pub struct FederationSettings {
     /// one IP address (each with a burst of five times as many).
     pub inbox_rate_per_instance: u32,
     pub inbox_rate_per_ip: u32,
+    /// Run delivery workers inside `chorus serve` (on by default); turn off
+    /// when separate `chorus worker` processes do the sending.
+    pub delivery_in_process: bool,
 }
 
 impl Default for FederationSettings {
@@ -79,6 +82,7 @@ impl Default for FederationSettings {
             inbox_body_limit: 1024 * 1024,
             inbox_rate_per_instance: 200,
             inbox_rate_per_ip: 200,
+            delivery_in_process: true,
         }
     }
 }
@@ -97,6 +101,7 @@ struct FileSettings {
     inbox_body_limit: Option<usize>,
     inbox_rate_per_instance: Option<u32>,
     inbox_rate_per_ip: Option<u32>,
+    delivery_in_process: Option<bool>,
 }
 
 /// Why the settings could not be loaded.
@@ -223,6 +228,13 @@ impl Settings {
                 from_file.inbox_rate_per_ip,
                 defaults.inbox_rate_per_ip,
                 "a number of requests per second",
+            )?,
+            delivery_in_process: setting(
+                &env,
+                "CHORUS_DELIVERY_IN_PROCESS",
+                from_file.delivery_in_process,
+                defaults.delivery_in_process,
+                "true or false",
             )?,
         };
         Ok(Self {

@@ -31,6 +31,8 @@ struct Cli {
 enum Command {
     /// Serve HTTP; without DATABASE_URL, provision and run a private Postgres cluster.
     Serve,
+    /// Deliver outbound activities from the queue (beside `serve` and other workers).
+    Worker,
     /// Apply pending database migrations.
     Migrate,
     /// Manage the private Postgres cluster.
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => commands::serve(settings).await,
+            Command::Worker => commands::worker(settings).await,
             Command::Migrate => commands::migrate(settings).await,
             Command::Cluster {
                 action: ClusterAction::Stop,

@@ -16,6 +16,7 @@ pub mod events;
 pub mod inbound;
 pub mod instances;
 pub mod interactions;
+pub mod outbound;
 pub mod posts;
 pub mod relationships;
 pub mod remote;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chorus_api::app::App;
 use chorus_api::config::FederationSettings;
 use chorus_api::federation::Federation;
+use chorus_api::federation::delivery::Delivery;
 use chorus_api::federation::interpret::Interpreter;
 use chorus_api::http::{AppState, router};
 use chorus_postgres::PgEventStore;
@@ -30,6 +31,9 @@ pub struct TestApp {
     pub federation: Arc<Federation>,
     /// The subscriber interpreting received activities.
     pub interpreter: Interpreter,
+    /// Delivery of outbound activities: the planner and, in process, the
+    /// senders.
+    pub delivery: Delivery,
     pub client: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
 }
@@ -83,6 +87,9 @@ pub async fn spawn_app_with(settings: FederationSettings) -> TestApp {
     let interpreter = Interpreter::start(App::new(store.clone(), &base_url), federation.clone())
         .await
         .unwrap_or_else(|e| panic!("cannot start the interpreter: {e}"));
+    let delivery = Delivery::start(store.clone(), &federation, projections.clone(), &base_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot start delivery: {e}"));
     let state = state.with_federation(federation.clone());
     let server = tokio::spawn(async move {
         let _ = axum::serve(
@@ -94,6 +101,7 @@ pub async fn spawn_app_with(settings: FederationSettings) -> TestApp {
     TestApp {
         federation,
         interpreter,
+        delivery,
         app: App::new(store.clone(), &base_url),
         base_url,
         pool: db.pool,
@@ -144,6 +152,13 @@ impl TestApp {
                     .wait_for(last, Duration::from_secs(10))
                     .await,
                 "projections did not catch up"
+            );
+            assert!(
+                self.delivery
+                    .planner
+                    .reached(last, Duration::from_secs(10))
+                    .await,
+                "delivery planning did not catch up"
             );
             settled = last;
         }

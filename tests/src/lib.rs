@@ -5,3 +5,4 @@ pub mod app;
 pub mod contract;
 pub mod pg;
 pub mod remote;
+pub mod sink;

@@ -1,4 +1,7 @@
-//! Side-effect subscribers of the log: delivery of outbound activities and
-//! automatic replies. Unlike projections they act on the world, so each has
-//! its own checkpoint and idempotency keys, and rebuilding a projection never
-//! makes them act again.
+//! Side-effect subscribers of the log: delivery of outbound activities, and
+//! the HTTP client Chorus talks to other servers with. Unlike projections
+//! they act on the world, so each has its own checkpoint and idempotency
+//! keys, and rebuilding a projection never makes them act again.
+
+pub mod delivery;
+pub mod fetch;

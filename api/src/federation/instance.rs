@@ -5,11 +5,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chorus_domain::signatures::{OutboundBody, PrivateKey, sign_cavage};
+use chorus_domain::signatures::PrivateKey;
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::fetch::RequestSigner;
+use super::fetch::{RequestSigner, sign_cavage_request};
 use crate::activitypub::negotiation::activity_json;
 use crate::http::AppState;
 
@@ -110,22 +110,7 @@ impl RequestSigner for InstanceActor {
         body: Option<&[u8]>,
         content_type: Option<&str>,
     ) -> Vec<(String, String)> {
-        let body = body.map(|bytes| OutboundBody {
-            content_type: content_type.unwrap_or("application/activity+json"),
-            bytes,
-        });
-        sign_cavage(
-            method,
-            url,
-            body,
-            &self.key_id,
-            &self.key,
-            chrono::Utc::now(),
-        )
-        .unwrap_or_else(|error| {
-            tracing::warn!(%error, "could not sign a request; sending it unsigned");
-            Vec::new()
-        })
+        sign_cavage_request(method, url, body, content_type, &self.key_id, &self.key)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Federation: the inbox, remote keys and fetches, the instance actor, and
 //! the interpreter that turns received activities into read-model changes.
 
-pub mod fetch;
+pub use chorus_workers::fetch;
+pub mod delivery;
 pub mod inbox;
 pub mod instance;
 pub mod interpret;

@@ -494,6 +494,7 @@ async fn posts_a_signed_delivery() {
         Delivered {
             status: 202,
             retry_after: None,
+            accept_signature: false,
             body_excerpt: String::new(),
         }
     );

@@ -82,6 +82,30 @@ pub trait RequestSigner: Send + Sync + std::fmt::Debug {
     ) -> Vec<(String, String)>;
 }
 
+/// Signs a request with draft-cavage HTTP Signatures (rsa-sha256, over
+/// `(request-target) host date`, plus `digest content-type` with a body),
+/// as [`RequestSigner::sign`] implementations do. A request that cannot be
+/// signed (a URL without a host) goes unsigned, with a warning: the remote
+/// server's refusal then says why.
+pub fn sign_cavage_request(
+    method: &str,
+    url: &Url,
+    body: Option<&[u8]>,
+    content_type: Option<&str>,
+    key_id: &str,
+    key: &chorus_domain::signatures::PrivateKey,
+) -> Vec<(String, String)> {
+    let body = body.map(|bytes| chorus_domain::signatures::OutboundBody {
+        content_type: content_type.unwrap_or(ACTIVITY_CONTENT_TYPE),
+        bytes,
+    });
+    chorus_domain::signatures::sign_cavage(method, url, body, key_id, key, chrono::Utc::now())
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not sign a request; sending it unsigned");
+            Vec::new()
+        })
+}
+
 /// A remote document, with the URL it was finally served from after
 /// redirects (callers check that the document's `id` belongs to that origin).
 #[derive(Clone, Debug)]
@@ -97,6 +121,10 @@ pub struct Delivered {
     pub status: u16,
     /// From a `Retry-After` header, in seconds or as a date.
     pub retry_after: Option<Duration>,
+    /// The answer carried `Accept-Signature` (RFC 9421): the inbox says
+    /// which kind of signature it wants, so a refused draft-cavage
+    /// signature is worth one retry with an RFC 9421 one.
+    pub accept_signature: bool,
     /// The start of the answer's body when the status is not a success, for
     /// logs; empty otherwise.
     pub body_excerpt: String,
@@ -298,9 +326,32 @@ impl Fetcher {
     /// own actor document, and re-posting a signed body to wherever a
     /// redirect points is not something a delivery should do silently.
     pub async fn post_activity(&self, url: &str, body: &[u8]) -> Result<Delivered, FetchError> {
+        self.post(url, body, self.inner.signer.as_deref()).await
+    }
+
+    /// [`Fetcher::post_activity`] signed by `signer` (a delivery is signed
+    /// by the actor of its activity, not by the fetcher's own signer).
+    pub async fn post_activity_as(
+        &self,
+        url: &str,
+        body: &[u8],
+        signer: &dyn RequestSigner,
+    ) -> Result<Delivered, FetchError> {
+        self.post(url, body, Some(signer)).await
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        body: &[u8],
+        signer: Option<&dyn RequestSigner>,
+    ) -> Result<Delivered, FetchError> {
         let url = parse_url(url)?;
-        let response = self.send(reqwest::Method::POST, &url, Some(body)).await?;
+        let response = self
+            .send_signed(reqwest::Method::POST, &url, Some(body), signer)
+            .await?;
         let status = response.status().as_u16();
+        let accept_signature = response.headers().contains_key("accept-signature");
         let retry_after = response
             .headers()
             .get(header::RETRY_AFTER)
@@ -311,6 +362,7 @@ impl Fetcher {
         let delivered = Delivered {
             status,
             retry_after,
+            accept_signature,
             body_excerpt: String::new(),
         };
         if delivered.is_success() {
@@ -334,6 +386,17 @@ impl Fetcher {
         url: &Url,
         body: Option<&[u8]>,
     ) -> Result<Response, FetchError> {
+        self.send_signed(method, url, body, self.inner.signer.as_deref())
+            .await
+    }
+
+    async fn send_signed(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        signer: Option<&dyn RequestSigner>,
+    ) -> Result<Response, FetchError> {
         self.check_target(url)?;
         let content_type = body.map(|_| ACTIVITY_CONTENT_TYPE);
         let mut headers = HeaderMap::new();
@@ -341,7 +404,7 @@ impl Fetcher {
         if let Some(content_type) = content_type {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         }
-        if let Some(signer) = &self.inner.signer {
+        if let Some(signer) = signer {
             for (name, value) in signer.sign(method.as_str(), url, body, content_type) {
                 let name = HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| FetchError::InvalidSignatureHeader(name.clone()))?;

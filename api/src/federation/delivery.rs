@@ -1,0 +1,65 @@
+//! Starting delivery: the planner (in `chorus serve`, beside the
+//! projections whose read models it reads) and the senders (in `chorus
+//! serve` by default, and in every `chorus worker`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chorus_domain::Position;
+use chorus_postgres::PgEventStore;
+use chorus_projections::Projections;
+use chorus_workers::delivery::{Planner, ReadModels, SenderOptions, Senders};
+use tokio::sync::Notify;
+
+use super::Federation;
+
+/// Delivery running in this process.
+#[derive(Debug)]
+pub struct Delivery {
+    pub planner: Planner,
+    /// `None` when other processes send (`delivery_in_process = false`).
+    pub senders: Option<Senders>,
+}
+
+impl Delivery {
+    /// Starts the planner and, unless the settings say otherwise, the
+    /// senders.
+    pub async fn start(
+        store: PgEventStore,
+        federation: &Federation,
+        projections: Arc<Projections>,
+        base_url: &str,
+    ) -> Result<Self, sqlx::Error> {
+        let wake = Arc::new(Notify::new());
+        let planner = Planner::start(
+            store.clone(),
+            base_url,
+            Arc::new(Projected(projections)),
+            wake.clone(),
+        )
+        .await?;
+        let senders = federation.settings.delivery_in_process.then(|| {
+            Senders::start(
+                store,
+                federation.fetcher.clone(),
+                wake,
+                SenderOptions::default(),
+            )
+        });
+        Ok(Self { planner, senders })
+    }
+}
+
+/// The projections of this process, as the planner waits for them.
+#[derive(Debug)]
+struct Projected(Arc<Projections>);
+
+#[async_trait]
+impl ReadModels for Projected {
+    async fn caught_up(&self, position: Position) {
+        while !self.0.wait_for(position, Duration::from_secs(60)).await {
+            tracing::warn!(%position, "delivery planning waits for the projections");
+        }
+    }
+}

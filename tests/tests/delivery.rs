@@ -1,0 +1,183 @@
+//! Delivery end to end: local actions in a real Chorus reach a remote inbox
+//! on 127.0.0.1 (a sink that checks every signature), once, from the queue
+//! the planner fills from the log.
+
+use std::time::Duration;
+
+use chorus_tests::app::{TestApp, spawn_app};
+use chorus_tests::remote::{KeyStyle, RemoteActor, RemoteServer, deliver};
+use chorus_tests::sink::{Delivery, Sink};
+use serde_json::{Value, json};
+
+/// A remote actor whose inbox is the sink: announced to Chorus by a signed
+/// Update{Person}, as a remote server does when a profile changes.
+async fn remote_follower(
+    app: &TestApp,
+    remote: &RemoteServer,
+    sink: &Sink,
+    name: &str,
+) -> RemoteActor {
+    let actor = remote.actor(name, 0, KeyStyle::Fragment);
+    let mut document = RemoteServer::document(&actor);
+    document["inbox"] = json!(format!("{}/users/{name}/inbox", sink.base_url));
+    if let Some(endpoints) = document.get_mut("endpoints").and_then(Value::as_object_mut) {
+        endpoints.remove("sharedInbox");
+    }
+    let update = json!({
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": format!("{}/activities/update-{name}", remote.base_url),
+        "type": "Update",
+        "actor": actor.uri,
+        "object": document,
+    });
+    let (status, body) = deliver(
+        &app.client,
+        &actor,
+        &format!("{}/inbox", app.base_url),
+        &update,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    app.settle().await;
+    actor
+}
+
+/// Waits until the sink has `n` deliveries (or fails after ten seconds).
+async fn deliveries(sink: &Sink, n: usize) -> Vec<Delivery> {
+    for _ in 0..200 {
+        let got = sink.deliveries();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {n} deliveries, got {:?}", sink.deliveries());
+}
+
+/// The local actor's public key, as its actor document publishes it.
+async fn trust_local(app: &TestApp, sink: &Sink, actor: &str) {
+    let (key_id, pem): (String, String) =
+        sqlx::query_as("SELECT key_id, public_key_pem FROM actors WHERE uri = $1")
+            .bind(actor)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    sink.trust(&key_id, &pem);
+}
+
+#[tokio::test]
+async fn the_automatic_accept_and_a_post_reach_a_remote_follower_signed_and_once() {
+    let app = spawn_app().await;
+    let alice = app.account("alice", false).await;
+    let remote = RemoteServer::start().await;
+    let sink = Sink::start().await;
+    trust_local(&app, &sink, &alice.uri).await;
+    let bob = remote_follower(&app, &remote, &sink, "bob").await;
+
+    let follow = json!({
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": format!("{}/activities/follow-1", remote.base_url),
+        "type": "Follow",
+        "actor": bob.uri,
+        "object": alice.uri,
+    });
+    let (status, body) = deliver(
+        &app.client,
+        &bob,
+        &format!("{}/inbox", app.base_url),
+        &follow,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+
+    // The automatic Accept, from alice, signed with her key.
+    let got = deliveries(&sink, 1).await;
+    let accept = &got[0];
+    assert_eq!(accept.path, "/users/bob/inbox");
+    assert_eq!(accept.body["type"], "Accept");
+    assert_eq!(accept.body["actor"], alice.uri.as_str());
+    assert_eq!(accept.body["object"]["id"], follow["id"]);
+    assert_eq!(accept.verified, Ok(format!("{}#main-key", alice.uri)));
+    let header = |name: &str| {
+        accept
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("application/activity+json")
+    );
+    let signature = header("signature").unwrap_or_default();
+    assert!(
+        signature.contains(r#"headers="(request-target) host date digest content-type""#),
+        "{signature}"
+    );
+
+    // A public post goes to her follower.
+    app.ok(
+        Some(&alice.token),
+        "mutation($text: String!) { createPost(input: { text: $text }) { uri } }",
+        json!({ "text": "hello fediverse" }),
+    )
+    .await;
+    let got = deliveries(&sink, 2).await;
+    let create = &got[1];
+    assert_eq!(create.body["type"], "Create");
+    assert_eq!(
+        create.body["object"]["content"]
+            .as_str()
+            .map(|c| c.contains("hello fediverse")),
+        Some(true)
+    );
+    assert!(create.verified.is_ok(), "{:?}", create.verified);
+
+    // Each job is recorded as delivered at the first attempt.
+    app.settle().await;
+    let jobs: Vec<(String, i32, Option<i32>)> =
+        sqlx::query_as("SELECT state, attempts, last_status FROM delivery_jobs ORDER BY job_id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        jobs,
+        [
+            ("delivered".into(), 1, Some(200)),
+            ("delivered".into(), 1, Some(200))
+        ]
+    );
+
+    // Planning everything again from the start of the log (as after losing
+    // the checkpoint) queues nothing new and sends nothing again.
+    sqlx::query("DELETE FROM subscriber_checkpoints WHERE subscriber = 'deliveries'")
+        .execute(&app.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let again = chorus_workers::delivery::Planner::start(
+        app.store.clone(),
+        &app.base_url,
+        std::sync::Arc::new(Settled),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let last = chorus_tests::app::last_committed(&app.pool).await;
+    assert!(again.reached(last, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(sink.deliveries().len(), 2);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(count, 2);
+}
+
+/// Read models already settled by the test.
+#[derive(Debug)]
+struct Settled;
+
+#[async_trait::async_trait]
+impl chorus_workers::delivery::ReadModels for Settled {
+    async fn caught_up(&self, _: chorus_domain::Position) {}
+}
