@@ -77,6 +77,8 @@ impl AppState {
 
     /// The same state, with the inbox and remote fetches running.
     pub fn with_federation(mut self, federation: Arc<Federation>) -> Self {
+        // GraphQL commands find unknown remote actors through federation.
+        self.schema = graphql::with_federation(&self.schema, &federation);
         self.federation = Some(federation);
         self
     }

@@ -7,7 +7,7 @@ use crate::StreamId;
 use crate::activitypub::{self, PUBLIC};
 use crate::actors::actor_key;
 use crate::events::DomainEvent;
-use crate::posts::{PostCreated, Standing, Visibility, can_see};
+use crate::posts::{PostCreated, PostFacts, Standing, Visibility, can_see};
 
 /// The stream of `actor`'s favorite of `post`.
 pub fn favorite_stream(actor: &str, post: &str) -> StreamId {
@@ -116,18 +116,35 @@ impl InteractionError {
     }
 }
 
-/// The post being acted on, as the decisions need it: `None` when it does
-/// not exist or was deleted.
-#[derive(Clone, Debug)]
-pub struct Target<'a> {
-    pub post: Option<&'a PostCreated>,
+/// The post being acted on, as the decisions need it: `post` is `None` when
+/// it does not exist or was deleted. A local post is a [`PostCreated`]; a
+/// remote one a [`RemotePostCreated`](crate::remote::RemotePostCreated);
+/// either, `dyn PostFacts`.
+#[derive(Debug)]
+pub struct Target<'a, P: PostFacts + ?Sized = PostCreated> {
+    pub post: Option<&'a P>,
+    /// The actors the post mentions now (after edits).
     pub mentions: &'a [String],
+    /// How the acting actor stands towards the post's author.
     pub standing: Standing,
 }
 
-fn visible<'a>(actor: &str, target: &Target<'a>) -> Result<&'a PostCreated, InteractionError> {
+// By hand: derived, they would ask `P` to be `Clone` (a `dyn` is not),
+// though only references to it are copied.
+impl<P: PostFacts + ?Sized> Clone for Target<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P: PostFacts + ?Sized> Copy for Target<'_, P> {}
+
+fn visible<'a, P: PostFacts + ?Sized>(
+    actor: &str,
+    target: &Target<'a, P>,
+) -> Result<&'a P, InteractionError> {
     let post = target.post.ok_or(InteractionError::NotFound)?;
-    if post.author != actor && target.standing.blocked {
+    if post.author() != actor && target.standing.blocked {
         return Err(InteractionError::Blocked);
     }
     if !can_see(post, target.mentions, Some(actor), target.standing) {
@@ -136,11 +153,11 @@ fn visible<'a>(actor: &str, target: &Target<'a>) -> Result<&'a PostCreated, Inte
     Ok(post)
 }
 
-/// Decides `actor`'s favorite of a post.
-pub fn favorite(
+/// Decides `actor`'s favorite of a post, local or remote.
+pub fn favorite<P: PostFacts + ?Sized>(
     state: &InteractionState,
     actor: &str,
-    target: &Target<'_>,
+    target: &Target<'_, P>,
     like_id: &str,
 ) -> Result<Vec<DomainEvent>, InteractionError> {
     let post = visible(actor, target)?;
@@ -151,14 +168,14 @@ pub fn favorite(
         like_id,
         "Like",
         actor,
-        Value::String(post.uri.clone()),
-        std::slice::from_ref(&post.author),
+        Value::String(post.uri().to_owned()),
+        &[post.author().to_owned()],
         &[],
     );
     Ok(vec![DomainEvent::Favorited(Favorited {
         actor: actor.to_owned(),
-        post: post.uri.clone(),
-        post_author: post.author.clone(),
+        post: post.uri().to_owned(),
+        post_author: post.author().to_owned(),
         like_id: like_id.to_owned(),
         activity,
     })])
@@ -184,37 +201,38 @@ pub fn unfavorite(
     })])
 }
 
-/// Decides `actor`'s reblog of a post; `followers` is the actor's followers collection.
-pub fn reblog(
+/// Decides `actor`'s reblog of a post, local or remote; `followers` is the
+/// actor's followers collection.
+pub fn reblog<P: PostFacts + ?Sized>(
     state: &InteractionState,
     actor: &str,
     followers: &str,
-    target: &Target<'_>,
+    target: &Target<'_, P>,
     announce_id: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<DomainEvent>, InteractionError> {
     let post = visible(actor, target)?;
-    if !matches!(post.visibility, Visibility::Public | Visibility::Unlisted) {
+    if !matches!(post.visibility(), Visibility::Public | Visibility::Unlisted) {
         return Err(InteractionError::NotReblogable);
     }
     if state.current.is_some() {
         return Err(InteractionError::AlreadyReblogged);
     }
     let to = [PUBLIC.to_owned()];
-    let cc = [post.author.clone(), followers.to_owned()];
+    let cc = [post.author().to_owned(), followers.to_owned()];
     let mut activity = activitypub::activity(
         announce_id,
         "Announce",
         actor,
-        Value::String(post.uri.clone()),
+        Value::String(post.uri().to_owned()),
         &to,
         &cc,
     );
     activity["published"] = Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     Ok(vec![DomainEvent::Reblogged(Reblogged {
         actor: actor.to_owned(),
-        post: post.uri.clone(),
-        post_author: post.author.clone(),
+        post: post.uri().to_owned(),
+        post_author: post.author().to_owned(),
         announce_id: announce_id.to_owned(),
         published: now,
         activity,

@@ -61,6 +61,10 @@ pub struct Mention {
     pub acct: String,
     /// The actor's ActivityPub id.
     pub uri: String,
+    /// The actor's profile page, which the text links to; its id when
+    /// `None` (local actors, and remote ones that publish no `url`).
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// The longest post accepted, in characters of source text.
@@ -125,7 +129,7 @@ pub fn render(text: &str, mentions: &[Mention], base: &str) -> Rendered {
                                         let name = acct.split('@').next().unwrap_or(&acct);
                                         format!(
                                             "<span class=\"h-card\"><a href=\"{}\" class=\"u-url mention\">@<span>{}</span></a></span>",
-                                            escape(&m.uri),
+                                            escape(link_of(m)),
                                             escape(name)
                                         )
                                     }
@@ -155,6 +159,16 @@ pub fn render(text: &str, mentions: &[Mention], base: &str) -> Rendered {
         hashtags,
         mentions: mentioned,
     }
+}
+
+/// Where the text links a mention to: the actor's profile page when it is
+/// an http(s) URL, its id otherwise.
+fn link_of(mention: &Mention) -> &str {
+    mention
+        .url
+        .as_deref()
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .unwrap_or(&mention.uri)
 }
 
 enum Token {
@@ -381,21 +395,46 @@ pub struct Standing {
     pub blocked: bool,
 }
 
-/// Whether `viewer` may see `post`.
-pub fn can_see(
-    post: &PostCreated,
+/// What decisions about a post read of it, whether it was written here
+/// ([`PostCreated`]) or arrived from another server
+/// ([`RemotePostCreated`](crate::remote::RemotePostCreated)).
+pub trait PostFacts: std::fmt::Debug {
+    /// Its ActivityPub id.
+    fn uri(&self) -> &str;
+    /// Its author's ActivityPub id.
+    fn author(&self) -> &str;
+    fn visibility(&self) -> Visibility;
+}
+
+impl PostFacts for PostCreated {
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn author(&self) -> &str {
+        &self.author
+    }
+
+    fn visibility(&self) -> Visibility {
+        self.visibility
+    }
+}
+
+/// Whether `viewer` may see `post`; `mentions` are the ones in force.
+pub fn can_see<P: PostFacts + ?Sized>(
+    post: &P,
     mentions: &[String],
     viewer: Option<&str>,
     standing: Standing,
 ) -> bool {
-    if viewer == Some(post.author.as_str()) {
+    if viewer == Some(post.author()) {
         return true;
     }
     if standing.blocked {
         return false;
     }
     let mentioned = viewer.is_some_and(|v| mentions.iter().any(|m| m == v));
-    match post.visibility {
+    match post.visibility() {
         Visibility::Public | Visibility::Unlisted => true,
         Visibility::FollowersOnly => mentioned || (viewer.is_some() && standing.follows_author),
         Visibility::Direct => mentioned,
@@ -454,15 +493,47 @@ pub struct CreatePost {
     pub summary: Option<String>,
     pub sensitive: bool,
     pub visibility: Visibility,
-    /// The mentions in `text` that resolved to actors.
+    /// The mentions in `text` that resolved to actors, and the author of
+    /// the post replied to: how tags name them.
     pub mentions: Vec<Mention>,
 }
 
-/// The post being replied to, and how the author stands towards it.
-#[derive(Clone, Debug)]
+/// The post being replied to, and how the author stands towards its author.
+#[derive(Clone, Copy, Debug)]
 pub struct ReplyTarget<'a> {
-    pub parent: &'a PostState,
+    /// A local post's [`PostState`], or a remote post's
+    /// [`RemoteParent`](crate::remote::RemoteParent).
+    pub parent: &'a dyn ReplyParent,
     pub standing: Standing,
+}
+
+/// What a reply needs of the post it answers, local or remote.
+pub trait ReplyParent: std::fmt::Debug {
+    /// The post as created; `None` when it is unknown.
+    fn post(&self) -> Option<&dyn PostFacts>;
+    fn deleted(&self) -> bool;
+    /// The actors it mentions now (after edits).
+    fn mentioned(&self) -> &[String];
+    /// The first post of its thread (the post itself when it starts one).
+    fn thread_root(&self) -> Option<&str>;
+}
+
+impl ReplyParent for PostState {
+    fn post(&self) -> Option<&dyn PostFacts> {
+        self.created.as_ref().map(|p| p as &dyn PostFacts)
+    }
+
+    fn deleted(&self) -> bool {
+        self.deleted
+    }
+
+    fn mentioned(&self) -> &[String] {
+        self.mentions()
+    }
+
+    fn thread_root(&self) -> Option<&str> {
+        self.created.as_ref().map(|p| p.thread_root.as_str())
+    }
 }
 
 fn check_text(text: &str, summary: &Option<String>) -> Result<(String, Option<String>), PostError> {
@@ -486,17 +557,34 @@ fn check_text(text: &str, summary: &Option<String>) -> Result<(String, Option<St
     Ok((text.to_owned(), summary))
 }
 
+/// The Note's tags: a `Mention` for every actor in `rendered.mentions`
+/// (named as written when `mentions` has it), then its hashtags.
 fn tags(rendered: &Rendered, mentions: &[Mention], base: &str) -> Vec<Value> {
     let base = base.trim_end_matches('/');
-    let mut tags: Vec<Value> = mentions
+    let mut tags: Vec<Value> = rendered
+        .mentions
         .iter()
-        .filter(|m| rendered.mentions.contains(&m.uri))
-        .map(|m| json!({ "type": "Mention", "href": m.uri, "name": format!("@{}", m.acct) }))
+        .map(|uri| match mentions.iter().find(|m| m.uri == *uri) {
+            Some(m) => json!({ "type": "Mention", "href": uri, "name": format!("@{}", m.acct) }),
+            None => json!({ "type": "Mention", "href": uri }),
+        })
         .collect();
     tags.extend(rendered.hashtags.iter().map(|t| {
         json!({ "type": "Hashtag", "href": format!("{base}/tags/{t}"), "name": format!("#{t}") })
     }));
     tags
+}
+
+/// A reply mentions the author of the post it answers (unless that is its
+/// own author), as Mastodon's replies do: the replied-to author is then
+/// addressed by every visibility, tagged, and may see the reply.
+fn mention_replied_to(rendered: &mut Rendered, author: &str, replied_to: Option<&str>) {
+    if let Some(replied_to) = replied_to
+        && replied_to != author
+        && !rendered.mentions.iter().any(|m| m == replied_to)
+    {
+        rendered.mentions.push(replied_to.to_owned());
+    }
 }
 
 /// The Note of a post, as served and delivered.
@@ -540,10 +628,10 @@ pub fn create(
     let (source, summary) = check_text(&command.text, &command.summary)?;
     let (in_reply_to, in_reply_to_author, thread_root) = match &reply_to {
         Some(target) => {
-            let Some(parent) = &target.parent.created else {
+            let Some(parent) = target.parent.post() else {
                 return Err(PostError::NotFound);
             };
-            if target.parent.deleted {
+            if target.parent.deleted() {
                 return Err(PostError::Deleted);
             }
             if target.standing.blocked {
@@ -551,21 +639,26 @@ pub fn create(
             }
             if !can_see(
                 parent,
-                target.parent.mentions(),
+                target.parent.mentioned(),
                 Some(&author.uri),
                 target.standing,
             ) {
                 return Err(PostError::NotFound);
             }
             (
-                Some(parent.uri.clone()),
-                Some(parent.author.clone()),
-                parent.thread_root.clone(),
+                Some(parent.uri().to_owned()),
+                Some(parent.author().to_owned()),
+                target
+                    .parent
+                    .thread_root()
+                    .unwrap_or(parent.uri())
+                    .to_owned(),
             )
         }
         None => (None, None, post_uri(base, command.post_id)),
     };
-    let rendered = render(&source, &command.mentions, base);
+    let mut rendered = render(&source, &command.mentions, base);
+    mention_replied_to(&mut rendered, &author.uri, in_reply_to_author.as_deref());
     if command.visibility == Visibility::Direct && rendered.mentions.is_empty() {
         return Err(PostError::DirectWithoutRecipients);
     }
@@ -618,6 +711,7 @@ pub struct EditPost {
     pub text: String,
     pub summary: Option<String>,
     pub sensitive: bool,
+    /// As in [`CreatePost::mentions`].
     pub mentions: Vec<Mention>,
 }
 
@@ -637,7 +731,8 @@ pub fn edit(
         return Err(PostError::NotAuthor);
     }
     let (source, summary) = check_text(&command.text, &command.summary)?;
-    let rendered = render(&source, &command.mentions, base);
+    let mut rendered = render(&source, &command.mentions, base);
+    mention_replied_to(&mut rendered, editor, post.in_reply_to_author.as_deref());
     let sensitive = command.sensitive || summary.is_some();
     let object = note(
         post,

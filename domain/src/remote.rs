@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::actors::actor_key;
-use crate::posts::Visibility;
+use crate::posts::{PostFacts, ReplyParent, Visibility};
 use crate::{EventId, StreamId};
 
 /// The namespace of ids derived from ActivityPub ids: the same activity,
@@ -175,6 +175,8 @@ pub struct RemotePostState {
     pub deleted: bool,
     /// When it was last changed (creation or last edit).
     pub updated: Option<DateTime<Utc>>,
+    /// The actors it mentions now (after edits).
+    pub mentions: Vec<String>,
 }
 
 impl RemotePostState {
@@ -182,12 +184,62 @@ impl RemotePostState {
         match event {
             crate::DomainEvent::RemotePostCreated(e) => {
                 self.updated = Some(e.published);
+                self.mentions = e.mentions.clone();
                 self.created = Some(e.clone());
             }
-            crate::DomainEvent::RemotePostEdited(e) => self.updated = Some(e.updated),
+            crate::DomainEvent::RemotePostEdited(e) => {
+                self.updated = Some(e.updated);
+                self.mentions = e.mentions.clone();
+            }
             crate::DomainEvent::RemotePostDeleted(_) => self.deleted = true,
             _ => {}
         }
+    }
+
+    /// The post, if it is known and not deleted.
+    pub fn live(&self) -> Option<&RemotePostCreated> {
+        self.created.as_ref().filter(|_| !self.deleted)
+    }
+}
+
+impl PostFacts for RemotePostCreated {
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn author(&self) -> &str {
+        &self.author
+    }
+
+    fn visibility(&self) -> Visibility {
+        self.visibility
+    }
+}
+
+/// A remote post a local reply answers: its state, and the first post of
+/// its thread, which its stream cannot tell (the thread may have started
+/// anywhere; the posts read model has followed it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteParent {
+    pub state: RemotePostState,
+    pub thread_root: String,
+}
+
+impl ReplyParent for RemoteParent {
+    fn post(&self) -> Option<&dyn PostFacts> {
+        self.state.created.as_ref().map(|p| p as &dyn PostFacts)
+    }
+
+    fn deleted(&self) -> bool {
+        self.state.deleted
+    }
+
+    fn mentioned(&self) -> &[String] {
+        &self.state.mentions
+    }
+
+    fn thread_root(&self) -> Option<&str> {
+        Some(&self.thread_root)
     }
 }
 

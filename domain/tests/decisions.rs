@@ -4,10 +4,11 @@
 use chorus_domain::DomainEvent;
 use chorus_domain::interactions::{self, InteractionError, InteractionState, Target};
 use chorus_domain::posts::{
-    self, Author, CreatePost, EditPost, Mention, PostError, PostState, ReplyTarget, Standing,
-    Visibility,
+    self, Author, CreatePost, EditPost, Mention, PostError, PostFacts, PostState, ReplyTarget,
+    Standing, Visibility,
 };
 use chorus_domain::relationships::{self, Followee, RelationshipError, RelationshipState};
+use chorus_domain::remote::{RemoteParent, RemotePostCreated, RemotePostState};
 use chrono::{TimeZone, Utc};
 use uuid::Uuid;
 
@@ -275,6 +276,7 @@ fn bob_mention() -> Vec<Mention> {
     vec![Mention {
         acct: "bob".into(),
         uri: BOB.into(),
+        url: None,
     }]
 }
 
@@ -740,4 +742,342 @@ fn every_event_round_trips_through_the_log_format() {
         };
         assert_eq!(ok(DomainEvent::from_recorded(&recorded)), Some(event));
     }
+}
+
+// ---- remote posts and actors -------------------------------------------------
+
+const DAVE: &str = "https://remote.example/users/dave";
+
+fn remote_post(visibility: Visibility, mentions: &[&str]) -> RemotePostCreated {
+    RemotePostCreated {
+        uri: "https://remote.example/notes/1".into(),
+        kind: "Note".into(),
+        author: DAVE.into(),
+        content: "<p>hi</p>".into(),
+        summary: None,
+        sensitive: false,
+        visibility,
+        in_reply_to: None,
+        mentions: mentions.iter().map(|m| (*m).to_owned()).collect(),
+        hashtags: vec![],
+        to: vec![],
+        cc: vec![],
+        url: None,
+        attachments: vec![],
+        published: now(),
+    }
+}
+
+fn remote_state(given: &[DomainEvent]) -> RemotePostState {
+    let mut state = RemotePostState::default();
+    given.iter().for_each(|e| state.apply(e));
+    state
+}
+
+fn dave_mention() -> Mention {
+    Mention {
+        acct: "dave@remote.example".into(),
+        uri: DAVE.into(),
+        url: Some("https://remote.example/@dave".into()),
+    }
+}
+
+#[test]
+fn a_remote_post_is_favorited_and_reblogged_like_a_local_one() {
+    let post = remote_post(Visibility::Public, &[]);
+    let target = Target {
+        post: Some(&post),
+        mentions: &[],
+        standing: Standing::default(),
+    };
+    let liked = ok(interactions::favorite(
+        &interaction(&[]),
+        ALICE,
+        &target,
+        "l1",
+    ));
+    let DomainEvent::Favorited(like) = &liked[0] else {
+        panic!()
+    };
+    assert_eq!(like.post, post.uri);
+    assert_eq!(like.post_author, DAVE);
+    assert_eq!(like.activity["object"], post.uri);
+    assert_eq!(like.activity["to"], serde_json::json!([DAVE]));
+    let reblogged = ok(interactions::reblog(
+        &interaction(&[]),
+        ALICE,
+        &format!("{ALICE}/followers"),
+        &target,
+        "r1",
+        now(),
+    ));
+    let DomainEvent::Reblogged(announce) = &reblogged[0] else {
+        panic!()
+    };
+    assert_eq!(announce.activity["cc"][0], DAVE);
+    assert_eq!(announce.post_author, DAVE);
+}
+
+#[test]
+fn a_remote_post_refuses_what_a_local_one_refuses() {
+    let check = |post: Option<&RemotePostCreated>, standing: Standing, expected| {
+        let target: Target<'_, dyn PostFacts> = Target {
+            post: post.map(|p| p as &dyn PostFacts),
+            mentions: post.map_or(&[][..], |p| &p.mentions),
+            standing,
+        };
+        assert_eq!(
+            interactions::favorite(&interaction(&[]), ALICE, &target, "l").err(),
+            expected,
+            "{post:?} {standing:?}"
+        );
+    };
+    let followers_only = remote_post(Visibility::FollowersOnly, &[]);
+    let direct_to_alice = remote_post(Visibility::Direct, &[ALICE]);
+    let follows = Standing {
+        follows_author: true,
+        blocked: false,
+    };
+    let blocked = Standing {
+        follows_author: false,
+        blocked: true,
+    };
+    check(None, Standing::default(), Some(InteractionError::NotFound));
+    check(
+        Some(&followers_only),
+        Standing::default(),
+        Some(InteractionError::NotFound),
+    );
+    check(Some(&followers_only), follows, None);
+    check(Some(&direct_to_alice), Standing::default(), None);
+    check(
+        Some(&remote_post(Visibility::Public, &[])),
+        blocked,
+        Some(InteractionError::Blocked),
+    );
+    // A deleted remote post is no post.
+    let created = DomainEvent::RemotePostCreated(remote_post(Visibility::Public, &[]));
+    let deleted = ok(chorus_domain::remote::delete_post(
+        &remote_state(std::slice::from_ref(&created)),
+        DAVE,
+        now(),
+    ));
+    let state = remote_state(&[vec![created], deleted].concat());
+    check(
+        state.live(),
+        Standing::default(),
+        Some(InteractionError::NotFound),
+    );
+    assert_eq!(
+        interactions::reblog(
+            &interaction(&[]),
+            ALICE,
+            "f",
+            &Target {
+                post: Some(&followers_only),
+                mentions: &[],
+                standing: follows,
+            },
+            "r",
+            now(),
+        )
+        .err(),
+        Some(InteractionError::NotReblogable)
+    );
+}
+
+#[test]
+fn a_reply_to_a_remote_post_threads_under_it_and_addresses_its_author() {
+    let parent = RemoteParent {
+        state: remote_state(&[DomainEvent::RemotePostCreated(remote_post(
+            Visibility::Public,
+            &[],
+        ))]),
+        thread_root: "https://remote.example/notes/0".into(),
+    };
+    let reply = created(&ok(posts::create(
+        &author(ALICE),
+        post_command("agreed", Visibility::Public, vec![dave_mention()]),
+        Some(ReplyTarget {
+            parent: &parent,
+            standing: Standing::default(),
+        }),
+        BASE,
+        now(),
+    )));
+    assert_eq!(
+        reply.in_reply_to.as_deref(),
+        Some("https://remote.example/notes/1")
+    );
+    assert_eq!(reply.in_reply_to_author.as_deref(), Some(DAVE));
+    assert_eq!(reply.thread_root, "https://remote.example/notes/0");
+    assert_eq!(reply.mentions, [DAVE]);
+    assert!(reply.cc.contains(&DAVE.to_owned()), "{:?}", reply.cc);
+    assert_eq!(
+        reply.activity["object"]["tag"],
+        serde_json::json!([{ "type": "Mention", "href": DAVE, "name": "@dave@remote.example" }])
+    );
+    // The text itself is left as written.
+    assert_eq!(reply.content, "<p>agreed</p>");
+
+    // A direct reply goes to the replied-to author alone.
+    let direct = created(&ok(posts::create(
+        &author(ALICE),
+        post_command("just you", Visibility::Direct, vec![]),
+        Some(ReplyTarget {
+            parent: &parent,
+            standing: Standing::default(),
+        }),
+        BASE,
+        now(),
+    )));
+    assert_eq!(direct.to, [DAVE]);
+    assert_eq!(
+        direct.activity["object"]["tag"],
+        serde_json::json!([{ "type": "Mention", "href": DAVE }])
+    );
+}
+
+#[test]
+fn a_reply_to_a_remote_post_refuses_what_a_local_reply_refuses() {
+    let reply_to = |parent: &RemoteParent, standing: Standing| {
+        posts::create(
+            &author(ALICE),
+            post_command("re", Visibility::Public, vec![]),
+            Some(ReplyTarget { parent, standing }),
+            BASE,
+            now(),
+        )
+        .err()
+    };
+    let created = DomainEvent::RemotePostCreated(remote_post(Visibility::FollowersOnly, &[]));
+    let parent = |given: &[DomainEvent]| RemoteParent {
+        state: remote_state(given),
+        thread_root: "https://remote.example/notes/1".into(),
+    };
+    assert_eq!(
+        reply_to(&parent(&[]), Standing::default()),
+        Some(PostError::NotFound)
+    );
+    assert_eq!(
+        reply_to(&parent(std::slice::from_ref(&created)), Standing::default()),
+        Some(PostError::NotFound),
+        "followers-only, and alice does not follow dave"
+    );
+    let follows = Standing {
+        follows_author: true,
+        blocked: false,
+    };
+    assert_eq!(
+        reply_to(&parent(std::slice::from_ref(&created)), follows),
+        None
+    );
+    let deleted = ok(chorus_domain::remote::delete_post(
+        &remote_state(std::slice::from_ref(&created)),
+        DAVE,
+        now(),
+    ));
+    assert_eq!(
+        reply_to(&parent(&[vec![created], deleted].concat()), follows),
+        Some(PostError::Deleted)
+    );
+}
+
+#[test]
+fn a_reply_keeps_mentioning_the_replied_to_author_when_edited() {
+    let parent = ok(posts::create(
+        &author(BOB),
+        post_command("root", Visibility::Public, vec![]),
+        None,
+        BASE,
+        now(),
+    ));
+    let parent_state = post_state(&parent);
+    let mut c = post_command("private answer", Visibility::Direct, vec![]);
+    c.post_id = Uuid::from_u128(2);
+    let reply = ok(posts::create(
+        &author(ALICE),
+        c,
+        Some(ReplyTarget {
+            parent: &parent_state,
+            standing: Standing::default(),
+        }),
+        BASE,
+        now(),
+    ));
+    assert_eq!(created(&reply).mentions, [BOB]);
+    assert_eq!(created(&reply).to, [BOB]);
+    let edited = ok(posts::edit(
+        &post_state(&reply),
+        ALICE,
+        EditPost {
+            text: "edited, still private".into(),
+            summary: None,
+            sensitive: false,
+            mentions: vec![],
+        },
+        BASE,
+        now(),
+    ));
+    let DomainEvent::PostEdited(e) = &edited[0] else {
+        panic!()
+    };
+    assert_eq!(e.mentions, [BOB], "bob may still see the reply");
+    // Replying to oneself mentions no one.
+    let mut own = post_command("and another thing", Visibility::Public, vec![]);
+    own.post_id = Uuid::from_u128(3);
+    let own = created(&ok(posts::create(
+        &author(BOB),
+        own,
+        Some(ReplyTarget {
+            parent: &parent_state,
+            standing: Standing::default(),
+        }),
+        BASE,
+        now(),
+    )));
+    assert!(own.mentions.is_empty());
+}
+
+#[test]
+fn a_remote_mention_links_to_the_profile_page_and_is_tagged_with_its_acct() {
+    let p = created(&ok(posts::create(
+        &author(ALICE),
+        post_command(
+            "hi @dave@remote.example",
+            Visibility::Public,
+            vec![dave_mention()],
+        ),
+        None,
+        BASE,
+        now(),
+    )));
+    assert!(
+        p.content.contains(
+            "<a href=\"https://remote.example/@dave\" class=\"u-url mention\">@<span>dave</span></a>"
+        ),
+        "{}",
+        p.content
+    );
+    assert_eq!(p.mentions, [DAVE]);
+    assert_eq!(p.cc, [format!("{ALICE}/followers"), DAVE.to_owned()]);
+    assert_eq!(
+        p.activity["object"]["tag"],
+        serde_json::json!([{ "type": "Mention", "href": DAVE, "name": "@dave@remote.example" }])
+    );
+    // A profile page that is not a web address is not linked.
+    let mut odd = dave_mention();
+    odd.url = Some("javascript:alert(1)".into());
+    let p = created(&ok(posts::create(
+        &author(ALICE),
+        post_command("hi @dave@remote.example", Visibility::Public, vec![odd]),
+        None,
+        BASE,
+        now(),
+    )));
+    assert!(
+        p.content.contains(&format!("<a href=\"{DAVE}\"")),
+        "{}",
+        p.content
+    );
 }

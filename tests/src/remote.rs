@@ -83,6 +83,10 @@ struct Inner {
     received: Vec<(String, HeaderMap, Value)>,
     /// Actor documents fetched, by name.
     fetches: HashMap<String, usize>,
+    /// Fields merged into an actor's document, by name.
+    patches: HashMap<String, Value>,
+    /// The `resource`s WebFinger was asked about, in order.
+    webfingers: Vec<String>,
 }
 
 /// The running server.
@@ -109,6 +113,7 @@ impl RemoteServer {
             .route("/users/{name}/inbox", axum::routing::post(inbox))
             .route("/inbox", axum::routing::post(inbox))
             .route("/objects/{*path}", get(object_document))
+            .route("/.well-known/webfinger", get(webfinger))
             .with_state(server.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -155,6 +160,28 @@ impl RemoteServer {
         format!("{}/objects/{path}", self.base_url)
     }
 
+    /// Merges `fields` (a JSON object) into the document served for the
+    /// actor `name`: a profile page (`url`), `manuallyApprovesFollowers`, ...
+    pub fn patch_actor(&self, name: &str, fields: Value) {
+        let mut inner = self.lock();
+        let patch = inner.patches.entry(name.to_owned()).or_insert(json!({}));
+        if let (Some(patch), Some(fields)) = (patch.as_object_mut(), fields.as_object()) {
+            patch.extend(fields.clone());
+        }
+    }
+
+    /// The `resource`s WebFinger was asked about so far.
+    pub fn webfingers(&self) -> Vec<String> {
+        self.lock().webfingers.clone()
+    }
+
+    /// This server's host and port, as addresses name it (`bob@{host}`).
+    pub fn host(&self) -> &str {
+        self.base_url
+            .split_once("://")
+            .map_or(self.base_url.as_str(), |(_, host)| host)
+    }
+
     /// How many times `name`'s actor or key document was fetched.
     pub fn fetches(&self, name: &str) -> usize {
         self.lock().fetches.get(name).copied().unwrap_or_default()
@@ -191,15 +218,63 @@ impl RemoteServer {
 }
 
 async fn actor_document(State(server): State<RemoteServer>, Path(name): Path<String>) -> Response {
-    let actor = {
+    let (actor, patch) = {
         let mut inner = server.lock();
         *inner.fetches.entry(name.clone()).or_default() += 1;
-        inner.actors.get(&name).cloned()
+        (
+            inner.actors.get(&name).cloned(),
+            inner.patches.get(&name).cloned(),
+        )
     };
     match actor {
-        Some(actor) => activity_json(RemoteServer::document(&actor)),
+        Some(actor) => {
+            let mut document = RemoteServer::document(&actor);
+            if let (Some(document), Some(Value::Object(patch))) = (document.as_object_mut(), patch)
+            {
+                document.extend(patch);
+            }
+            activity_json(document)
+        }
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// `GET /.well-known/webfinger?resource=acct:name@host`, answered as
+/// Mastodon answers it (`application/jrd+json`).
+async fn webfinger(State(server): State<RemoteServer>, uri: axum::http::Uri) -> Response {
+    let resource = uri
+        .query()
+        .and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "resource")
+                .map(|(_, value)| value.into_owned())
+        })
+        .unwrap_or_default();
+    let actor = {
+        let mut inner = server.lock();
+        inner.webfingers.push(resource.clone());
+        let name = resource
+            .strip_prefix("acct:")
+            .and_then(|acct| acct.strip_suffix(&format!("@{}", server.host())))
+            .unwrap_or_default();
+        inner.actors.get(name).cloned()
+    };
+    let Some(actor) = actor else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let jrd = json!({
+        "subject": resource,
+        "aliases": [actor.uri],
+        "links": [
+            { "rel": "http://webfinger.net/rel/profile-page", "type": "text/html", "href": actor.uri },
+            { "rel": "self", "type": "application/activity+json", "href": actor.uri },
+        ],
+    });
+    (
+        [(header::CONTENT_TYPE, "application/jrd+json; charset=utf-8")],
+        jrd.to_string(),
+    )
+        .into_response()
 }
 
 async fn key_document(State(server): State<RemoteServer>, Path(name): Path<String>) -> Response {

@@ -606,6 +606,7 @@ async fn posts_are_notes_and_deleted_ones_tombstones() {
     let mention = vec![Mention {
         acct: "bob".to_owned(),
         uri: user("bob"),
+        url: None,
     }];
     let note = server
         .post_at(
@@ -631,6 +632,7 @@ async fn posts_are_notes_and_deleted_ones_tombstones() {
             vec![Mention {
                 acct: "bob".to_owned(),
                 uri: user("bob"),
+                url: None,
             }],
             Utc::now(),
         )

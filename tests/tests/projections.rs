@@ -206,7 +206,11 @@ impl World {
                     Some((name, host)) => format!("https://{host}/users/{name}"),
                     None => actor(&acct),
                 };
-                Mention { acct, uri }
+                Mention {
+                    acct,
+                    uri,
+                    url: None,
+                }
             })
             .collect()
     }

@@ -30,6 +30,17 @@ use address::{Classifier, GuardedResolver, check_address, non_public_reason};
 /// What `Accept` asks for: ActivityStreams, in both spellings servers know.
 const ACCEPT_ACTIVITY: &str = r#"application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams""#;
 
+/// The content types an ActivityStreams document may be served as.
+const ACTIVITY_TYPES: &[&str] = &[
+    "application/activity+json",
+    "application/ld+json",
+    "application/json",
+];
+
+/// What `Accept` asks for from WebFinger, and what it may answer with.
+const ACCEPT_JRD: &str = "application/jrd+json, application/json";
+const JRD_TYPES: &[&str] = &["application/jrd+json", "application/json"];
+
 /// The content type deliveries are posted with.
 const ACTIVITY_CONTENT_TYPE: &str = "application/activity+json";
 
@@ -286,10 +297,34 @@ impl Fetcher {
     /// signed again; the answer must be `application/activity+json`,
     /// `application/ld+json` or `application/json`.
     pub async fn get_activity(&self, url: &str) -> Result<Fetched, FetchError> {
+        self.get_json(url, ACCEPT_ACTIVITY, ACTIVITY_TYPES).await
+    }
+
+    /// GETs a WebFinger answer (RFC 7033), with the same checks and limits
+    /// as [`Fetcher::get_activity`]; the answer must be
+    /// `application/jrd+json` or `application/json`.
+    pub async fn get_jrd(&self, url: &str) -> Result<Fetched, FetchError> {
+        self.get_json(url, ACCEPT_JRD, JRD_TYPES).await
+    }
+
+    async fn get_json(
+        &self,
+        url: &str,
+        accept: &'static str,
+        types: &[&str],
+    ) -> Result<Fetched, FetchError> {
         let mut url = parse_url(url)?;
         let mut redirects = 0;
         loop {
-            let response = self.send(reqwest::Method::GET, &url, None).await?;
+            let response = self
+                .send_signed(
+                    reqwest::Method::GET,
+                    &url,
+                    None,
+                    self.inner.signer.as_deref(),
+                    accept,
+                )
+                .await?;
             let status = response.status();
             if status.is_redirection() {
                 let Some(next) = redirect_target(&url, &response)? else {
@@ -311,7 +346,7 @@ impl Fetcher {
                 _ if !status.is_success() => return Err(FetchError::Status(status.as_u16())),
                 _ => {}
             }
-            check_content_type(&response)?;
+            check_content_type(&response, types)?;
             let body = read_capped(response, self.inner.policy.max_body_bytes).await?;
             let document = serde_json::from_slice(&body).map_err(FetchError::Json)?;
             tracing::debug!(%url, "fetched a remote document");
@@ -348,7 +383,13 @@ impl Fetcher {
     ) -> Result<Delivered, FetchError> {
         let url = parse_url(url)?;
         let response = self
-            .send_signed(reqwest::Method::POST, &url, Some(body), signer)
+            .send_signed(
+                reqwest::Method::POST,
+                &url,
+                Some(body),
+                signer,
+                ACCEPT_ACTIVITY,
+            )
             .await?;
         let status = response.status().as_u16();
         let accept_signature = response.headers().contains_key("accept-signature");
@@ -380,27 +421,18 @@ impl Fetcher {
 
     /// Sends one request to `url` after checking its scheme and, for literal
     /// IP hosts (which never reach the resolver), its address.
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        url: &Url,
-        body: Option<&[u8]>,
-    ) -> Result<Response, FetchError> {
-        self.send_signed(method, url, body, self.inner.signer.as_deref())
-            .await
-    }
-
     async fn send_signed(
         &self,
         method: reqwest::Method,
         url: &Url,
         body: Option<&[u8]>,
         signer: Option<&dyn RequestSigner>,
+        accept: &'static str,
     ) -> Result<Response, FetchError> {
         self.check_target(url)?;
         let content_type = body.map(|_| ACTIVITY_CONTENT_TYPE);
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_ACTIVITY));
+        headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
         if let Some(content_type) = content_type {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         }
@@ -480,18 +512,13 @@ fn redirect_target(current: &Url, response: &Response) -> Result<Option<Url>, Fe
 
 /// Accepts the JSON media types ActivityPub documents are served with,
 /// ignoring parameters such as `profile` and `charset`.
-fn check_content_type(response: &Response) -> Result<(), FetchError> {
+fn check_content_type(response: &Response, accepted: &[&str]) -> Result<(), FetchError> {
     let raw = response
         .headers()
         .get(header::CONTENT_TYPE)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
         .unwrap_or_default();
     let essence = raw.split(';').next().unwrap_or_default().trim();
-    let accepted = [
-        "application/activity+json",
-        "application/ld+json",
-        "application/json",
-    ];
     if accepted.iter().any(|t| essence.eq_ignore_ascii_case(t)) {
         Ok(())
     } else {

@@ -10,6 +10,8 @@ mod accounts;
 mod actions;
 mod instances;
 
+use std::sync::Arc;
+
 use chorus_domain::actors::{self, ActorRegistered, ActorState, Handle};
 use chorus_domain::instances::{InstanceError, InstanceState};
 use chorus_domain::interactions::{InteractionError, InteractionState};
@@ -24,8 +26,11 @@ use chorus_postgres::PgEventStore;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::federation::Federation;
+use crate::federation::directory::{Directory, DirectoryError};
+
 pub use accounts::NewAccount;
-pub use actions::{PostInput, Target};
+pub use actions::{KnownActor, PostInput, Target};
 pub use instances::BlockedInstance;
 
 /// Why a command was refused or failed.
@@ -59,6 +64,9 @@ pub enum AppError {
     Keys(#[from] crate::keys::KeyError),
     #[error("stored event is unreadable")]
     Decode(#[from] chorus_domain::events::DecodeError),
+    /// A remote actor could not be found on its server.
+    #[error("{0}")]
+    Directory(#[from] DirectoryError),
 }
 
 impl From<EventStoreError> for AppError {
@@ -82,6 +90,7 @@ impl AppError {
             Self::NotFound { .. } => "NOT_FOUND",
             Self::Invalid(_) => "INVALID_INPUT",
             Self::Contended => "CONFLICT",
+            Self::Directory(e) => e.code(),
             Self::Store(_) | Self::Database(_) | Self::Keys(_) | Self::Decode(_) => "INTERNAL",
         }
     }
@@ -176,6 +185,10 @@ pub struct App {
     pub pool: PgPool,
     /// The public origin, without a final `/`.
     pub base_url: String,
+    /// Finds remote actors that are not known yet (WebFinger, fetches);
+    /// `None` when federation is not running, and then only actors in the
+    /// actors read model can be acted on.
+    pub directory: Option<Directory>,
 }
 
 impl App {
@@ -184,7 +197,18 @@ impl App {
             pool: store.pool().clone(),
             store,
             base_url: base_url.trim_end_matches('/').to_owned(),
+            directory: None,
         }
+    }
+
+    /// The same App, able to find unknown remote actors through `federation`.
+    pub fn with_federation(mut self, federation: Arc<Federation>) -> Self {
+        self.directory = Some(Directory::new(
+            federation,
+            self.pool.clone(),
+            &self.base_url,
+        ));
+        self
     }
 
     /// This server's host (with port, if any): the domain of local `acct:`s.

@@ -3,6 +3,7 @@
 
 pub use chorus_workers::fetch;
 pub mod delivery;
+pub mod directory;
 pub mod inbox;
 pub mod instance;
 pub mod interpret;

@@ -42,6 +42,22 @@ pub fn schema(app: App, projections: Option<Arc<Projections>>) -> ChorusSchema {
         .finish()
 }
 
+/// The same schema, its commands able to find unknown remote actors
+/// through `federation` (see [`App::with_federation`]).
+pub fn with_federation(
+    schema: &ChorusSchema,
+    federation: &Arc<crate::federation::Federation>,
+) -> ChorusSchema {
+    match schema.data::<Services>() {
+        Some(services) => self::schema(
+            services.app.clone().with_federation(federation.clone()),
+            services.projections.clone(),
+        ),
+        // Every schema is built by `schema`, with its services.
+        None => schema.clone(),
+    }
+}
+
 /// The schema in SDL, as exported to `docs/schema.graphql`.
 pub fn sdl() -> String {
     Schema::build(QueryRoot, MutationRoot, EmptySubscription)

@@ -18,7 +18,8 @@ pub struct CreatePostInput {
     pub sensitive: bool,
     #[graphql(default_with = "Visibility::Public")]
     pub visibility: Visibility,
-    /// The post replied to (id or ActivityPub id).
+    /// The post replied to: a local post's id, or the ActivityPub id of a
+    /// local or remote post. The reply mentions its author.
     pub in_reply_to: Option<ID>,
 }
 
@@ -123,7 +124,8 @@ impl MutationRoot {
         Ok(id)
     }
 
-    /// Favorites a post (Like).
+    /// Favorites a post, local or remote (Like). `post` is a local post's id
+    /// or any post's ActivityPub id.
     async fn favorite(&self, ctx: &Context<'_>, post: ID) -> Result<Post> {
         on_post(ctx, |app, me| async move { app.favorite(&me, &post).await }).await
     }
@@ -137,7 +139,7 @@ impl MutationRoot {
         .await
     }
 
-    /// Reblogs a post (Announce).
+    /// Reblogs a post, local or remote (Announce).
     async fn reblog(&self, ctx: &Context<'_>, post: ID) -> Result<Post> {
         on_post(ctx, |app, me| async move { app.reblog(&me, &post).await }).await
     }
@@ -147,7 +149,10 @@ impl MutationRoot {
         on_post(ctx, |app, me| async move { app.unreblog(&me, &post).await }).await
     }
 
-    /// Follows an actor (Follow); unlocked local actors accept at once.
+    /// Follows an actor (Follow): a local handle, `user@host`, or an
+    /// ActivityPub id. Unlocked local actors accept at once; a remote actor
+    /// Chorus does not know yet is found with WebFinger, and the follow stays
+    /// requested until it answers.
     async fn follow(&self, ctx: &Context<'_>, actor: String) -> Result<Relationship> {
         on_actor(ctx, |app, me| async move { app.follow(&me, &actor).await }).await
     }
