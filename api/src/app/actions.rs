@@ -18,7 +18,7 @@ use chorus_domain::{DomainEvent, Position, StreamId};
 use uuid::Uuid;
 
 use super::{App, AppError, LocalActor};
-use crate::federation::directory::{DirectoryError, parse_acct};
+use crate::federation::directory::{DirectoryError, is_http_url, parse_acct};
 
 /// A new post or reply.
 #[derive(Clone, Debug)]
@@ -140,10 +140,6 @@ impl Parent {
 /// How many of a post's mentions are looked up at once.
 const MENTION_LOOKUPS: usize = 8;
 
-fn is_http_url(reference: &str) -> bool {
-    reference.starts_with("https://") || reference.starts_with("http://")
-}
-
 /// Where a command landed: the post it concerns and the log position to wait
 /// for before reading the result back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,11 +196,8 @@ impl App {
             what: "post",
             id: reference.to_owned(),
         };
-        if let Ok(id) = self.post_id(reference) {
-            let (state, _) = self.load::<PostState>(&post_stream(id)).await?;
-            if state.created.is_none() {
-                return Err(not_found());
-            }
+        if self.post_id(reference).is_ok() {
+            let (id, state) = self.post_state(reference).await?;
             return Ok(FoundPost::Local {
                 id,
                 state: Box::new(state),

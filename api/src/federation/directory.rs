@@ -231,7 +231,9 @@ impl Directory {
     }
 }
 
-fn is_http_url(reference: &str) -> bool {
+/// Whether `reference` is an http(s) URL (an ActivityPub id) rather than
+/// an address.
+pub fn is_http_url(reference: &str) -> bool {
     reference.starts_with("https://") || reference.starts_with("http://")
 }
 

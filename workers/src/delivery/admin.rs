@@ -138,9 +138,10 @@ pub async fn redeliver(
     .await?;
     let event = event.ok_or_else(|| AdminError::UnknownActivity(activity_id.to_owned()))?;
     let host = match inbox {
-        Some(inbox) => {
-            Some(host_of(inbox).ok_or_else(|| AdminError::InvalidInbox(inbox.to_owned()))?)
-        }
+        Some(inbox) => Some(
+            chorus_domain::inbound::host_of(inbox)
+                .ok_or_else(|| AdminError::InvalidInbox(inbox.to_owned()))?,
+        ),
         None => None,
     };
     let queued = sqlx::query(
@@ -226,16 +227,4 @@ pub async fn purge(pool: &PgPool, what: Purge, host: Option<&str>) -> Result<u64
     .execute(pool)
     .await?
     .rows_affected())
-}
-
-fn host_of(inbox: &str) -> Option<String> {
-    let url = url::Url::parse(inbox).ok()?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return None;
-    }
-    let host = url.host_str()?.to_lowercase();
-    Some(match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host,
-    })
 }

@@ -138,29 +138,13 @@ impl Senders {
             // poll interval (retries come due by themselves).
             let full = claimed > 0 && claimed == free;
             tokio::select! {
-                Some(done) = running.join_next() => {
-                    if let Ok(host) = done
-                        && let Some(n) = inflight.get_mut(&host)
-                    {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            inflight.remove(&host);
-                        }
-                    }
-                }
+                Some(done) = running.join_next() => finished(&mut inflight, done),
                 () = wake.notified(), if !full => {}
                 () = tokio::time::sleep(options.poll), if !full => {}
             }
             // Collect every other finished job without waiting.
             while let Some(done) = running.try_join_next() {
-                if let Ok(host) = done
-                    && let Some(n) = inflight.get_mut(&host)
-                {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        inflight.remove(&host);
-                    }
-                }
+                finished(&mut inflight, done);
             }
         }
     }
@@ -473,6 +457,18 @@ impl Senders {
             tracing::error!(%actor, %error, "could not record that an actor is gone");
         } else {
             tracing::info!(%actor, "the actor's inbox answered 410: recorded as deleted");
+        }
+    }
+}
+
+/// Frees the slot a finished job held on its host.
+fn finished(inflight: &mut HashMap<String, usize>, done: Result<String, tokio::task::JoinError>) {
+    if let Ok(host) = done
+        && let Some(n) = inflight.get_mut(&host)
+    {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            inflight.remove(&host);
         }
     }
 }
