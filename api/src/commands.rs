@@ -94,7 +94,7 @@ pub async fn worker(settings: Settings) -> anyhow::Result<()> {
             store,
             federation.fetcher.clone(),
             Arc::new(tokio::sync::Notify::new()),
-            chorus_workers::delivery::SenderOptions::default(),
+            crate::federation::delivery::sender_options(&settings.federation),
         );
         tracing::info!("delivering");
         shutdown_signal().await;

@@ -72,6 +72,11 @@ pub struct FederationSettings {
     /// Run delivery workers inside `chorus serve` (on by default); turn off
     /// when separate `chorus worker` processes do the sending.
     pub delivery_in_process: bool,
+    /// Each remote request (a fetch, a delivery) as a whole, in seconds.
+    pub request_timeout_secs: u64,
+    /// Deliveries in flight at once per process, and per remote host.
+    pub delivery_concurrency: usize,
+    pub delivery_per_host: usize,
 }
 
 impl Default for FederationSettings {
@@ -83,6 +88,9 @@ impl Default for FederationSettings {
             inbox_rate_per_instance: 200,
             inbox_rate_per_ip: 200,
             delivery_in_process: true,
+            request_timeout_secs: 10,
+            delivery_concurrency: 64,
+            delivery_per_host: 8,
         }
     }
 }
@@ -102,6 +110,9 @@ struct FileSettings {
     inbox_rate_per_instance: Option<u32>,
     inbox_rate_per_ip: Option<u32>,
     delivery_in_process: Option<bool>,
+    request_timeout_secs: Option<u64>,
+    delivery_concurrency: Option<usize>,
+    delivery_per_host: Option<usize>,
 }
 
 /// Why the settings could not be loaded.
@@ -235,6 +246,27 @@ impl Settings {
                 from_file.delivery_in_process,
                 defaults.delivery_in_process,
                 "true or false",
+            )?,
+            request_timeout_secs: setting(
+                &env,
+                "CHORUS_REQUEST_TIMEOUT_SECS",
+                from_file.request_timeout_secs,
+                defaults.request_timeout_secs,
+                "a number of seconds",
+            )?,
+            delivery_concurrency: setting(
+                &env,
+                "CHORUS_DELIVERY_CONCURRENCY",
+                from_file.delivery_concurrency,
+                defaults.delivery_concurrency,
+                "a number of requests",
+            )?,
+            delivery_per_host: setting(
+                &env,
+                "CHORUS_DELIVERY_PER_HOST",
+                from_file.delivery_per_host,
+                defaults.delivery_per_host,
+                "a number of requests",
             )?,
         };
         Ok(Self {

@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 /// Every event of `event_type` in the log.
 async fn events_of(app: &TestApp, event_type: &str) -> Vec<chorus_domain::RecordedEvent> {
+    // Settled first: the log is read only below transactions still running.
+    app.settle().await;
     app.store
         .read_all(Position::START, 100_000)
         .await

@@ -11,7 +11,8 @@ chorus_tests::event_store_contract!(async { PgEventStore::new(test_db().await.po
 async fn appending_to_many_new_streams_skips_existing_ones_and_keeps_order() {
     use chorus_domain::{EventStore, ExpectedVersion, NewEvent, Position, StreamId};
 
-    let store = PgEventStore::new(test_db().await.pool);
+    let pool = test_db().await.pool;
+    let store = PgEventStore::new(pool.clone());
     let stream = |n: usize| StreamId::new(format!("new-{n}")).unwrap_or_else(|e| panic!("{e}"));
     let event = |n: usize| {
         NewEvent::new("Tested", 1, &serde_json::json!({ "n": n })).unwrap_or_else(|e| panic!("{e}"))
@@ -35,10 +36,24 @@ async fn appending_to_many_new_streams_skips_existing_ones_and_keeps_order() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again, [Repeated, Repeated, Taken, Repeated, Repeated]);
 
-    let log = store
-        .read_all(Position::START, 100)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    // Reads stop short of transactions still running anywhere in the
+    // cluster (other tests share it), so wait until the whole log is readable.
+    let through = chorus_tests::app::last_committed(&pool).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = store
+            .read_all(Position::START, 100)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if log.last().is_some_and(|e| e.position >= through) {
+            break log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{through} never became readable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
     let order: Vec<&str> = log.iter().map(|e| e.stream_id.as_str()).collect();
     assert_eq!(order, ["new-2", "new-0", "new-1", "new-3", "new-4"]);
     assert!(log.iter().all(|e| e.stream_version == 1));

@@ -30,6 +30,8 @@ const CREATE: &str = "mutation($text: String!, $visibility: Visibility = PUBLIC,
 
 /// The payloads of every event of `event_type` in the log.
 async fn events_of(app: &TestApp, event_type: &str) -> Vec<Value> {
+    // Settled first: the log is read only below transactions still running.
+    app.settle().await;
     app.store
         .read_all(Position::START, 100_000)
         .await

@@ -13,6 +13,7 @@ use chorus_workers::delivery::{Planner, ReadModels, SenderOptions, Senders};
 use tokio::sync::Notify;
 
 use super::Federation;
+use crate::config::FederationSettings;
 
 /// Delivery running in this process.
 #[derive(Debug)]
@@ -24,12 +25,24 @@ pub struct Delivery {
 
 impl Delivery {
     /// Starts the planner and, unless the settings say otherwise, the
-    /// senders.
+    /// senders, with the settings' limits and the production retry timings.
     pub async fn start(
         store: PgEventStore,
         federation: &Federation,
         projections: Arc<Projections>,
         base_url: &str,
+    ) -> Result<Self, sqlx::Error> {
+        let options = sender_options(&federation.settings);
+        Self::start_with(store, federation, projections, base_url, options).await
+    }
+
+    /// The same with these sender options.
+    pub async fn start_with(
+        store: PgEventStore,
+        federation: &Federation,
+        projections: Arc<Projections>,
+        base_url: &str,
+        options: SenderOptions,
     ) -> Result<Self, sqlx::Error> {
         let wake = Arc::new(Notify::new());
         let planner = Planner::start(
@@ -39,15 +52,20 @@ impl Delivery {
             wake.clone(),
         )
         .await?;
-        let senders = federation.settings.delivery_in_process.then(|| {
-            Senders::start(
-                store,
-                federation.fetcher.clone(),
-                wake,
-                SenderOptions::default(),
-            )
-        });
+        let senders = federation
+            .settings
+            .delivery_in_process
+            .then(|| Senders::start(store, federation.fetcher.clone(), wake, options));
         Ok(Self { planner, senders })
+    }
+}
+
+/// The senders' options as the settings give them.
+pub fn sender_options(settings: &FederationSettings) -> SenderOptions {
+    SenderOptions {
+        concurrency: settings.delivery_concurrency.max(1),
+        per_host: settings.delivery_per_host.max(1),
+        ..SenderOptions::default()
     }
 }
 

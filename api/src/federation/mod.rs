@@ -69,6 +69,7 @@ impl Federation {
         let fetcher = Fetcher::new(
             FetchPolicy {
                 allow_private_addresses: settings.allow_private_addresses,
+                timeout: Duration::from_secs(settings.request_timeout_secs.max(1)),
                 ..FetchPolicy::default()
             },
             Some(instance.clone()),

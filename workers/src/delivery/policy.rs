@@ -4,17 +4,44 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// How long a job keeps being retried before it is given up.
-pub const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(48);
-/// The first retry's delay; each later one doubles, up to [`MAX_DELAY`].
-pub const FIRST_DELAY: Duration = Duration::from_secs(30);
-pub const MAX_DELAY: Duration = Duration::from_secs(6 * 3600);
-/// Consecutive failures of a host that open its circuit.
-pub const OPEN_AFTER: i32 = 5;
-/// How long a host may fail before it is marked unavailable.
-pub const UNAVAILABLE_AFTER: chrono::Duration = chrono::Duration::days(3);
-/// How often an unavailable host is probed.
-pub const PROBE_UNAVAILABLE: Duration = Duration::from_secs(3600);
+/// The timings of retries and of host circuits. The defaults are the
+/// production ones; tests and benches shorten them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The first retry's delay; each later one doubles, up to `max_delay`.
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// How long after it was planned a job keeps being retried.
+    pub give_up_after: Duration,
+    /// Consecutive failures of a host that open its circuit.
+    pub open_after: i32,
+    /// How long a circuit first stays open; it doubles with each further
+    /// failure, up to `max_open`.
+    pub first_open: Duration,
+    pub max_open: Duration,
+    /// How long a host may fail before it is marked unavailable.
+    pub unavailable_after: Duration,
+    /// How often an unavailable host is probed.
+    pub probe_unavailable: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 30 s doubling to 6 h, for two days; circuits open after five
+    /// failures for a minute, doubling to an hour; unavailable after three
+    /// days of failures, then probed hourly.
+    fn default() -> Self {
+        Self {
+            first_delay: Duration::from_secs(30),
+            max_delay: Duration::from_secs(6 * 3600),
+            give_up_after: Duration::from_secs(48 * 3600),
+            open_after: 5,
+            first_open: Duration::from_secs(60),
+            max_open: Duration::from_secs(3600),
+            unavailable_after: Duration::from_secs(3 * 24 * 3600),
+            probe_unavailable: Duration::from_secs(3600),
+        }
+    }
+}
 
 /// How one attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,32 +70,71 @@ pub enum Next {
     GiveUp,
 }
 
-/// Decides what follows `attempt`, the job's `attempts`-th (from 1), for a
-/// job created at `created` (retries stop [`GIVE_UP_AFTER`] it).
-/// `jitter` in [0, 1) spreads retries so that a recovered host is not hit
-/// by every job at the same instant.
-pub fn next(
-    attempt: &Attempt,
-    attempts: u32,
-    created: DateTime<Utc>,
-    now: DateTime<Utc>,
-    jitter: f64,
-) -> Next {
-    let delay = match attempt {
-        Attempt::Delivered => return Next::Done,
-        Attempt::Impossible => return Next::GiveUp,
-        Attempt::Refused {
-            status: 429,
-            retry_after,
-        } => retry_after.unwrap_or_else(|| backoff(attempts, jitter)),
-        Attempt::Refused { status, .. } if !is_transient(*status) => return Next::GiveUp,
-        Attempt::Refused { .. } | Attempt::Unreachable => backoff(attempts, jitter),
-    };
-    let due = now + chrono::Duration::from_std(delay).unwrap_or(GIVE_UP_AFTER);
-    if due > created + GIVE_UP_AFTER {
-        return Next::GiveUp;
+impl RetryPolicy {
+    /// Decides what follows `attempt`, the job's `attempts`-th (from 1),
+    /// for a job created at `created` (retries stop `give_up_after` it).
+    /// `jitter` in [0, 1) spreads retries so that a recovered host is not
+    /// hit by every job at the same instant.
+    pub fn next(
+        &self,
+        attempt: &Attempt,
+        attempts: u32,
+        created: DateTime<Utc>,
+        now: DateTime<Utc>,
+        jitter: f64,
+    ) -> Next {
+        let delay = match attempt {
+            Attempt::Delivered => return Next::Done,
+            Attempt::Impossible => return Next::GiveUp,
+            Attempt::Refused {
+                status: 429,
+                retry_after,
+            } => retry_after.unwrap_or_else(|| self.backoff(attempts, jitter)),
+            Attempt::Refused { status, .. } if !is_transient(*status) => return Next::GiveUp,
+            Attempt::Refused { .. } | Attempt::Unreachable => self.backoff(attempts, jitter),
+        };
+        let give_up =
+            chrono::Duration::from_std(self.give_up_after).unwrap_or(chrono::Duration::MAX);
+        let due = now + chrono::Duration::from_std(delay).unwrap_or(give_up);
+        if due > created + give_up {
+            return Next::GiveUp;
+        }
+        Next::Retry(delay)
     }
-    Next::Retry(delay)
+
+    /// How long a host's circuit stays open after `failures` consecutive
+    /// failures: closed below `open_after`, then `first_open`, doubling up
+    /// to `max_open`.
+    pub fn open_for(&self, failures: i32) -> Option<Duration> {
+        if failures < self.open_after {
+            return None;
+        }
+        let doublings = u32::try_from(failures - self.open_after)
+            .unwrap_or(0)
+            .min(16);
+        Some(
+            self.first_open
+                .saturating_mul(1 << doublings)
+                .min(self.max_open),
+        )
+    }
+
+    /// Exponential backoff with jitter: `first_delay`, twice that, … up to
+    /// `max_delay`, each stretched by up to a quarter.
+    pub fn backoff(&self, attempts: u32, jitter: f64) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(16);
+        let base = self
+            .first_delay
+            .saturating_mul(1 << doublings)
+            .min(self.max_delay);
+        base.mul_f64(1.0 + 0.25 * jitter.clamp(0.0, 1.0))
+    }
+
+    /// Whether a host failing since `failing_since` is by `now` unavailable.
+    pub fn unavailable(&self, failing_since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        chrono::Duration::from_std(self.unavailable_after)
+            .is_ok_and(|after| now - failing_since > after)
+    }
 }
 
 /// Statuses worth retrying: the server may answer differently later.
@@ -86,28 +152,30 @@ pub fn host_failed(attempt: &Attempt) -> bool {
     }
 }
 
-/// How long a host's circuit stays open after `failures` consecutive
-/// failures: closed below [`OPEN_AFTER`], then one minute, doubling up to an
-/// hour.
-pub fn open_for(failures: i32) -> Option<Duration> {
-    if failures < OPEN_AFTER {
-        return None;
-    }
-    let doublings = u32::try_from(failures - OPEN_AFTER).unwrap_or(0).min(6);
-    Some(Duration::from_secs(60 << doublings).min(Duration::from_secs(3600)))
-}
-
-/// Exponential backoff with jitter: 30 s, 1 min, 2 min, … up to 6 h, each
-/// stretched by up to a quarter.
-pub fn backoff(attempts: u32, jitter: f64) -> Duration {
-    let doublings = attempts.saturating_sub(1).min(16);
-    let base = FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY);
-    base.mul_f64(1.0 + 0.25 * jitter.clamp(0.0, 1.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FIRST_DELAY: Duration = Duration::from_secs(30);
+    const MAX_DELAY: Duration = Duration::from_secs(6 * 3600);
+
+    fn next(
+        attempt: &Attempt,
+        attempts: u32,
+        created: DateTime<Utc>,
+        now: DateTime<Utc>,
+        jitter: f64,
+    ) -> Next {
+        RetryPolicy::default().next(attempt, attempts, created, now, jitter)
+    }
+
+    fn backoff(attempts: u32, jitter: f64) -> Duration {
+        RetryPolicy::default().backoff(attempts, jitter)
+    }
+
+    fn open_for(failures: i32) -> Option<Duration> {
+        RetryPolicy::default().open_for(failures)
+    }
 
     fn at(hours: i64) -> DateTime<Utc> {
         DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::hours(hours)
@@ -202,6 +270,9 @@ mod tests {
         assert_eq!(open_for(6), Some(Duration::from_secs(120)));
         assert_eq!(open_for(50), Some(Duration::from_secs(3600)));
         assert!(host_failed(&Attempt::Unreachable));
+        let policy = RetryPolicy::default();
+        assert!(!policy.unavailable(at(0), at(71)));
+        assert!(policy.unavailable(at(0), at(73)));
         assert!(!host_failed(&Attempt::Refused {
             status: 404,
             retry_after: None

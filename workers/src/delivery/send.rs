@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::policy::{self, Attempt, Next};
+use super::policy::{self, Attempt, Next, RetryPolicy};
 use crate::fetch::{FetchError, Fetcher, RequestSigner, sign_cavage_request};
 
 /// How the workers of one process share the work.
@@ -33,6 +33,8 @@ pub struct SenderOptions {
     pub lease: Duration,
     /// How often to look for due jobs when not woken.
     pub poll: Duration,
+    /// Retry and circuit timings.
+    pub retry: RetryPolicy,
 }
 
 impl Default for SenderOptions {
@@ -42,6 +44,7 @@ impl Default for SenderOptions {
             per_host: 8,
             lease: Duration::from_secs(120),
             poll: Duration::from_millis(500),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -204,7 +207,7 @@ impl Senders {
         .bind(i64::try_from(options.per_host).unwrap_or(i64::MAX))
         .bind(i64::try_from(options.concurrency.min(limit)).unwrap_or(i64::MAX))
         .bind(options.lease.as_secs_f64())
-        .bind(policy::OPEN_AFTER)
+        .bind(options.retry.open_after)
         .fetch_all(&self.inner.pool)
         .await
     }
@@ -324,7 +327,11 @@ impl Senders {
         let now = Utc::now();
         let attempts = u32::try_from(job.attempts).unwrap_or(u32::MAX);
         let jitter: f64 = rand::rng().random();
-        let next = policy::next(attempt, attempts, job.created_at, now, jitter);
+        let next = self
+            .inner
+            .options
+            .retry
+            .next(attempt, attempts, job.created_at, now, jitter);
         let status = match attempt {
             Attempt::Delivered => Some(200),
             Attempt::Refused { status, .. } => Some(i32::from(*status)),
@@ -395,11 +402,12 @@ impl Senders {
         .fetch_one(pool)
         .await?;
         let now = Utc::now();
-        let unavailable = unavailable || now - failing_since > policy::UNAVAILABLE_AFTER;
+        let retry = &self.inner.options.retry;
+        let unavailable = unavailable || retry.unavailable(failing_since, now);
         let open = if unavailable {
-            Some(policy::PROBE_UNAVAILABLE)
+            Some(retry.probe_unavailable)
         } else {
-            policy::open_for(failures)
+            retry.open_for(failures)
         };
         if let Some(open) = open {
             tracing::warn!(host = %job.host, failures, unavailable, "delivery circuit open");
