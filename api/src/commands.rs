@@ -1,5 +1,6 @@
 //! What the subcommands of `chorus` do.
 
+use chorus_workers::delivery::admin::{self, JobFilter, JobState};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -301,4 +302,132 @@ pub async fn list_instances(settings: Settings) -> anyhow::Result<()> {
         Ok(())
     })
     .await
+}
+
+/// What `chorus deliveries` does.
+#[derive(Debug)]
+pub enum DeliveriesCommand {
+    /// Jobs by state.
+    Summary,
+    /// Jobs matching the filter, most recently changed first.
+    List { filter: JobFilter, json: bool },
+    /// Failing hosts, or with `trusted` the trusted ones.
+    Hosts { trusted: bool, json: bool },
+    /// Queue an activity again, for every inbox or one.
+    Redeliver {
+        activity_id: String,
+        inbox: Option<String>,
+    },
+    /// Make a host's pending jobs due now and close its circuit.
+    RetryHost { host: String },
+    /// Serve a host first, or stop doing so.
+    Trust { host: String, trusted: bool },
+    /// Remove jobs in a state.
+    Purge {
+        state: JobState,
+        host: Option<String>,
+    },
+}
+
+/// `chorus deliveries …`: look at and act on the delivery queue.
+pub async fn deliveries(settings: Settings, command: DeliveriesCommand) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let pool = &app.pool;
+        match command {
+            DeliveriesCommand::Summary => {
+                let s = admin::summary(pool).await?;
+                println!(
+                    "pending {} (due now {})\ndelivered {}\ndead {}",
+                    s.pending, s.due, s.delivered, s.dead
+                );
+            }
+            DeliveriesCommand::List { filter, json } => {
+                let jobs = admin::jobs(pool, &filter).await?;
+                if json {
+                    print_json_lines(&jobs)?;
+                } else if jobs.is_empty() {
+                    println!("no job matches");
+                }
+                for j in jobs.iter().filter(|_| !json) {
+                    let status = j.last_status.map_or("-".to_owned(), |s| s.to_string());
+                    println!(
+                        "{}\t{}\t{} attempt(s)\tstatus {status}\t{} {}\t{}\t{}",
+                        j.job_id,
+                        j.state,
+                        j.attempts,
+                        j.activity_type,
+                        j.activity_id,
+                        j.inbox,
+                        j.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            DeliveriesCommand::Hosts { trusted, json } => {
+                let hosts = if trusted {
+                    admin::trusted_hosts(pool).await?
+                } else {
+                    admin::failing_hosts(pool).await?
+                };
+                if json {
+                    print_json_lines(&hosts)?;
+                } else if hosts.is_empty() {
+                    println!(
+                        "{}",
+                        if trusted {
+                            "no trusted host"
+                        } else {
+                            "no failing host"
+                        }
+                    );
+                }
+                for h in hosts.iter().filter(|_| !json) {
+                    let open = h
+                        .open_until
+                        .map_or(String::new(), |t| format!("circuit open until {t}"));
+                    println!(
+                        "{}\t{} failure(s)\t{} pending\t{open}{}\t{}",
+                        h.host,
+                        h.consecutive_failures,
+                        h.pending,
+                        if h.unavailable_since.is_some() {
+                            " (unavailable)"
+                        } else {
+                            ""
+                        },
+                        h.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            DeliveriesCommand::Redeliver { activity_id, inbox } => {
+                let queued = admin::redeliver(pool, &activity_id, inbox.as_deref()).await?;
+                println!("queued {queued} job(s) for {activity_id}");
+            }
+            DeliveriesCommand::RetryHost { host } => {
+                let due = admin::retry_host(pool, &host).await?;
+                println!("{due} job(s) for {host} are due now");
+            }
+            DeliveriesCommand::Trust { host, trusted } => {
+                let h = admin::set_trusted(pool, &host, trusted).await?;
+                println!(
+                    "{} is {}",
+                    h.host,
+                    if h.trusted { "trusted" } else { "not trusted" }
+                );
+            }
+            DeliveriesCommand::Purge { state, host } => {
+                let purged = admin::purge(pool, state, host.as_deref()).await?;
+                println!("purged {purged} {} job(s)", state.as_str());
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// One JSON object per line, for scripts.
+fn print_json_lines<T: serde::Serialize>(items: &[T]) -> anyhow::Result<()> {
+    for item in items {
+        println!("{}", serde_json::to_string(item)?);
+    }
+    Ok(())
 }

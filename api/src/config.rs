@@ -77,6 +77,10 @@ pub struct FederationSettings {
     /// Deliveries in flight at once per process, and per remote host.
     pub delivery_concurrency: usize,
     pub delivery_per_host: usize,
+    /// How long a claimed delivery stays reserved to its worker; after a
+    /// crash, its jobs are sent again once this runs out. At least twice
+    /// the request timeout (a delivery may be tried with two signatures).
+    pub delivery_lease_secs: u64,
 }
 
 impl Default for FederationSettings {
@@ -91,6 +95,7 @@ impl Default for FederationSettings {
             request_timeout_secs: 10,
             delivery_concurrency: 64,
             delivery_per_host: 8,
+            delivery_lease_secs: 120,
         }
     }
 }
@@ -113,6 +118,7 @@ struct FileSettings {
     request_timeout_secs: Option<u64>,
     delivery_concurrency: Option<usize>,
     delivery_per_host: Option<usize>,
+    delivery_lease_secs: Option<u64>,
 }
 
 /// Why the settings could not be loaded.
@@ -267,6 +273,13 @@ impl Settings {
                 from_file.delivery_per_host,
                 defaults.delivery_per_host,
                 "a number of requests",
+            )?,
+            delivery_lease_secs: setting(
+                &env,
+                "CHORUS_DELIVERY_LEASE_SECS",
+                from_file.delivery_lease_secs,
+                defaults.delivery_lease_secs,
+                "a number of seconds",
             )?,
         };
         Ok(Self {

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chorus_api::commands;
+use chorus_api::commands::{self, DeliveriesCommand};
 use chorus_api::config::{LogFormat, Settings};
+use chorus_workers::delivery::admin::{JobFilter, JobState};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -55,8 +56,102 @@ enum Command {
         #[command(subcommand)]
         action: InstanceAction,
     },
+    /// Look at and act on the delivery queue.
+    Deliveries {
+        #[command(subcommand)]
+        action: DeliveryAction,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeliveryAction {
+    /// Jobs by state: pending (and due now), delivered, dead.
+    Summary,
+    /// Jobs, most recently changed first.
+    List {
+        /// pending, delivered or dead.
+        #[arg(long)]
+        state: Option<JobState>,
+        /// e.g. `mastodon.example` (with a port if it has one).
+        #[arg(long)]
+        host: Option<String>,
+        /// The ActivityPub id of the activity.
+        #[arg(long)]
+        activity: Option<String>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hosts with failures or an open circuit (or, with --trusted, the trusted ones).
+    Hosts {
+        #[arg(long)]
+        trusted: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send an outbound activity again, to every inbox it was planned for or to one.
+    Redeliver {
+        /// The ActivityPub id of the activity.
+        activity_id: String,
+        /// Only this inbox (planned before or not).
+        #[arg(long)]
+        inbox: Option<String>,
+    },
+    /// Try a host's pending jobs now and close its circuit.
+    RetryHost { host: String },
+    /// Serve a host's deliveries before others'.
+    Trust { host: String },
+    /// Stop serving a host first.
+    Untrust { host: String },
+    /// Remove jobs in a state (pending ones are then never sent).
+    Purge {
+        /// pending, delivered or dead.
+        state: JobState,
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+impl From<DeliveryAction> for DeliveriesCommand {
+    fn from(action: DeliveryAction) -> Self {
+        match action {
+            DeliveryAction::Summary => Self::Summary,
+            DeliveryAction::List {
+                state,
+                host,
+                activity,
+                limit,
+                json,
+            } => Self::List {
+                filter: JobFilter {
+                    state,
+                    host,
+                    activity_id: activity,
+                    limit,
+                },
+                json,
+            },
+            DeliveryAction::Hosts { trusted, json } => Self::Hosts { trusted, json },
+            DeliveryAction::Redeliver { activity_id, inbox } => {
+                Self::Redeliver { activity_id, inbox }
+            }
+            DeliveryAction::RetryHost { host } => Self::RetryHost { host },
+            DeliveryAction::Trust { host } => Self::Trust {
+                host,
+                trusted: true,
+            },
+            DeliveryAction::Untrust { host } => Self::Trust {
+                host,
+                trusted: false,
+            },
+            DeliveryAction::Purge { state, host } => Self::Purge { state, host },
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +253,7 @@ fn main() -> ExitCode {
                 }
                 InstanceAction::List => commands::list_instances(settings).await,
             },
+            Command::Deliveries { action } => commands::deliveries(settings, action.into()).await,
             Command::Schema => {
                 commands::print_schema();
                 Ok(())

@@ -22,6 +22,8 @@ use crate::pg::test_db;
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`, also the base of every ActivityPub id.
     pub base_url: String,
+    /// Its database, for the `chorus` commands.
+    pub database_url: String,
     pub pool: PgPool,
     pub store: PgEventStore,
     /// The command side, as the `chorus` commands use it.
@@ -64,6 +66,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server on a fresh database with these federation settings.
 pub async fn spawn_app_with(settings: FederationSettings) -> TestApp {
+    let options = chorus_api::federation::delivery::sender_options(&settings);
+    spawn_app_delivering(settings, options).await
+}
+
+/// Starts a server whose delivery workers run with these options (short
+/// retry timings, for fault tests).
+pub async fn spawn_app_delivering(
+    settings: FederationSettings,
+    options: chorus_workers::delivery::SenderOptions,
+) -> TestApp {
     let db = test_db().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -87,9 +99,15 @@ pub async fn spawn_app_with(settings: FederationSettings) -> TestApp {
     let interpreter = Interpreter::start(App::new(store.clone(), &base_url), federation.clone())
         .await
         .unwrap_or_else(|e| panic!("cannot start the interpreter: {e}"));
-    let delivery = Delivery::start(store.clone(), &federation, projections.clone(), &base_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot start delivery: {e}"));
+    let delivery = Delivery::start_with(
+        store.clone(),
+        &federation,
+        projections.clone(),
+        &base_url,
+        options,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot start delivery: {e}"));
     let state = state.with_federation(federation.clone());
     let server = tokio::spawn(async move {
         let _ = axum::serve(
@@ -104,6 +122,7 @@ pub async fn spawn_app_with(settings: FederationSettings) -> TestApp {
         delivery,
         app: App::new(store.clone(), &base_url),
         base_url,
+        database_url: db.url,
         pool: db.pool,
         store,
         projections,

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod contract;
+pub mod outbound;
 pub mod pg;
 pub mod remote;
 pub mod sink;

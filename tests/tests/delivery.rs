@@ -4,66 +4,11 @@
 
 use std::time::Duration;
 
-use chorus_tests::app::{TestApp, spawn_app};
-use chorus_tests::remote::{KeyStyle, RemoteActor, RemoteServer, deliver};
-use chorus_tests::sink::{Delivery, Sink};
-use serde_json::{Value, json};
-
-/// A remote actor whose inbox is the sink: announced to Chorus by a signed
-/// Update{Person}, as a remote server does when a profile changes.
-async fn remote_follower(
-    app: &TestApp,
-    remote: &RemoteServer,
-    sink: &Sink,
-    name: &str,
-) -> RemoteActor {
-    let actor = remote.actor(name, 0, KeyStyle::Fragment);
-    let mut document = RemoteServer::document(&actor);
-    document["inbox"] = json!(format!("{}/users/{name}/inbox", sink.base_url));
-    if let Some(endpoints) = document.get_mut("endpoints").and_then(Value::as_object_mut) {
-        endpoints.remove("sharedInbox");
-    }
-    let update = json!({
-        "@context": "https://www.w3.org/ns/activitystreams",
-        "id": format!("{}/activities/update-{name}", remote.base_url),
-        "type": "Update",
-        "actor": actor.uri,
-        "object": document,
-    });
-    let (status, body) = deliver(
-        &app.client,
-        &actor,
-        &format!("{}/inbox", app.base_url),
-        &update,
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    app.settle().await;
-    actor
-}
-
-/// Waits until the sink has `n` deliveries (or fails after ten seconds).
-async fn deliveries(sink: &Sink, n: usize) -> Vec<Delivery> {
-    for _ in 0..200 {
-        let got = sink.deliveries();
-        if got.len() >= n {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("expected {n} deliveries, got {:?}", sink.deliveries());
-}
-
-/// The local actor's public key, as its actor document publishes it.
-async fn trust_local(app: &TestApp, sink: &Sink, actor: &str) {
-    let (key_id, pem): (String, String) =
-        sqlx::query_as("SELECT key_id, public_key_pem FROM actors WHERE uri = $1")
-            .bind(actor)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    sink.trust(&key_id, &pem);
-}
+use chorus_tests::app::spawn_app;
+use chorus_tests::outbound::{deliveries, remote_follower, trust_local};
+use chorus_tests::remote::{RemoteServer, deliver};
+use chorus_tests::sink::Sink;
+use serde_json::json;
 
 #[tokio::test]
 async fn the_automatic_accept_and_a_post_reach_a_remote_follower_signed_and_once() {
@@ -72,7 +17,7 @@ async fn the_automatic_accept_and_a_post_reach_a_remote_follower_signed_and_once
     let remote = RemoteServer::start().await;
     let sink = Sink::start().await;
     trust_local(&app, &sink, &alice.uri).await;
-    let bob = remote_follower(&app, &remote, &sink, "bob").await;
+    let bob = remote_follower(&app, &remote, &sink.base_url, "bob").await;
 
     let follow = json!({
         "@context": "https://www.w3.org/ns/activitystreams",

@@ -62,9 +62,15 @@ impl Delivery {
 
 /// The senders' options as the settings give them.
 pub fn sender_options(settings: &FederationSettings) -> SenderOptions {
+    // A lease shorter than a delivery could take would let a second worker
+    // send a job still in flight.
+    let lease = settings
+        .delivery_lease_secs
+        .max(2 * settings.request_timeout_secs + 1);
     SenderOptions {
         concurrency: settings.delivery_concurrency.max(1),
         per_host: settings.delivery_per_host.max(1),
+        lease: Duration::from_secs(lease),
         ..SenderOptions::default()
     }
 }

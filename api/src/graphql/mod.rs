@@ -1,6 +1,7 @@
 //! The GraphQL API for apps: mutations run commands, queries read the read
 //! models with visibility enforced in SQL.
 
+mod deliveries;
 mod mutations;
 mod queries;
 mod types;

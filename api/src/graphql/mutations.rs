@@ -3,6 +3,9 @@
 
 use async_graphql::{Context, ID, InputObject, Object};
 
+use chorus_workers::delivery::admin as delivery;
+
+use super::deliveries::{DeliveryHost, DeliveryState, admin_error, admin_only};
 use super::types::{InstanceBlock, Post, Relationship, Visibility};
 use super::{GraphqlError, Result, Services, acting, error};
 use crate::app::{App, AppError, LocalActor, PostInput, Target};
@@ -229,5 +232,69 @@ impl MutationRoot {
             .map_err(GraphqlError::from)?;
         s.caught_up(position).await;
         InstanceBlock::of(s, domain).await
+    }
+
+    /// Admins: sends an outbound activity again, to every inbox it was
+    /// planned for, or to `inbox` alone. Each job starts afresh (retries
+    /// for two days from now); one being sent right now is left to finish.
+    /// Returns how many jobs were queued.
+    async fn redeliver(
+        &self,
+        ctx: &Context<'_>,
+        activity_id: String,
+        inbox: Option<String>,
+    ) -> Result<u64> {
+        let admin = admin_only(ctx).await?;
+        let s = ctx.data::<Services>()?;
+        let queued = delivery::redeliver(&s.pool, &activity_id, inbox.as_deref())
+            .await
+            .map_err(admin_error)?;
+        tracing::info!(%admin, %activity_id, ?inbox, queued, "redelivery queued");
+        Ok(queued)
+    }
+
+    /// Admins: tries a host's pending jobs now and closes its circuit.
+    /// Returns how many jobs came due.
+    async fn retry_delivery_host(&self, ctx: &Context<'_>, host: String) -> Result<u64> {
+        let admin = admin_only(ctx).await?;
+        let s = ctx.data::<Services>()?;
+        let due = delivery::retry_host(&s.pool, &host)
+            .await
+            .map_err(admin_error)?;
+        tracing::info!(%admin, %host, due, "delivery host retried");
+        Ok(due)
+    }
+
+    /// Admins: marks a host trusted (its deliveries go first) or not.
+    async fn set_delivery_host_trusted(
+        &self,
+        ctx: &Context<'_>,
+        host: String,
+        trusted: bool,
+    ) -> Result<DeliveryHost> {
+        let admin = admin_only(ctx).await?;
+        let s = ctx.data::<Services>()?;
+        let status = delivery::set_trusted(&s.pool, &host, trusted)
+            .await
+            .map_err(admin_error)?;
+        tracing::info!(%admin, %host, trusted, "delivery host trust set");
+        Ok(status.into())
+    }
+
+    /// Admins: removes jobs in `state` (for `host` only, if given); purged
+    /// pending jobs are never sent. Returns how many were removed.
+    async fn purge_deliveries(
+        &self,
+        ctx: &Context<'_>,
+        state: DeliveryState,
+        host: Option<String>,
+    ) -> Result<u64> {
+        let admin = admin_only(ctx).await?;
+        let s = ctx.data::<Services>()?;
+        let purged = delivery::purge(&s.pool, state.into(), host.as_deref())
+            .await
+            .map_err(admin_error)?;
+        tracing::info!(%admin, ?state, ?host, purged, "delivery jobs purged");
+        Ok(purged)
     }
 }

@@ -223,6 +223,11 @@ impl QueryRoot {
         .await
     }
 
+    /// Admins: the delivery queue.
+    async fn deliveries(&self, ctx: &Context<'_>) -> Result<super::deliveries::Deliveries> {
+        super::deliveries::deliveries(ctx).await
+    }
+
     /// Admins: the blocked domains.
     async fn blocked_instances(&self, ctx: &Context<'_>) -> Result<Vec<InstanceBlock>> {
         let me = acting(ctx).await?;

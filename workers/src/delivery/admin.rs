@@ -51,11 +51,46 @@ pub struct HostStatus {
     pub pending: i64,
 }
 
+/// Where a job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for its first or next attempt.
+    Pending,
+    Delivered,
+    /// Given up.
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "delivered" => Ok(Self::Delivered),
+            "dead" => Ok(Self::Dead),
+            other => Err(format!(
+                "unknown job state {other:?}: expected pending, delivered or dead"
+            )),
+        }
+    }
+}
+
 /// Which jobs to list.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
-    /// `pending`, `delivered` or `dead`; any when `None`.
-    pub state: Option<String>,
+    /// Any state when `None`.
+    pub state: Option<JobState>,
     pub host: Option<String>,
     pub activity_id: Option<String>,
     pub limit: i64,
@@ -87,7 +122,7 @@ pub async fn jobs(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobStatus>, s
          ORDER BY j.updated_at DESC, j.job_id DESC
          LIMIT $4",
     )
-    .bind(&filter.state)
+    .bind(filter.state.map(JobState::as_str))
     .bind(&filter.host)
     .bind(&filter.activity_id)
     .bind(filter.limit.clamp(1, 1000))
@@ -95,19 +130,45 @@ pub async fn jobs(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobStatus>, s
     .await
 }
 
+const HOST_COLUMNS: &str = "h.host, h.trusted, h.consecutive_failures, h.failing_since,
+    h.open_until, h.unavailable_since, h.last_success_at, h.last_error,
+    (SELECT count(*) FROM delivery_jobs j WHERE j.host = h.host AND j.state = 'pending') AS pending";
+
 /// Hosts that are failing (or whose circuit is open), worst first.
 pub async fn failing_hosts(pool: &PgPool) -> Result<Vec<HostStatus>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT h.host, h.trusted, h.consecutive_failures, h.failing_since, h.open_until,
-                h.unavailable_since, h.last_success_at, h.last_error,
-                (SELECT count(*) FROM delivery_jobs j
-                 WHERE j.host = h.host AND j.state = 'pending') AS pending
-         FROM delivery_hosts h
+    sqlx::query_as(&format!(
+        "SELECT {HOST_COLUMNS} FROM delivery_hosts h
          WHERE h.consecutive_failures > 0 OR h.open_until > now() OR h.unavailable_since IS NOT NULL
-         ORDER BY h.consecutive_failures DESC, h.host",
-    )
+         ORDER BY h.consecutive_failures DESC, h.host"
+    ))
     .fetch_all(pool)
     .await
+}
+
+/// Hosts marked trusted.
+pub async fn trusted_hosts(pool: &PgPool) -> Result<Vec<HostStatus>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {HOST_COLUMNS} FROM delivery_hosts h WHERE h.trusted ORDER BY h.host"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+/// One host as deliveries know it (`None` if nothing was ever sent there
+/// nor set for it).
+pub async fn host(pool: &PgPool, host: &str) -> Result<Option<HostStatus>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {HOST_COLUMNS} FROM delivery_hosts h WHERE h.host = $1"
+    ))
+    .bind(normalise_host(host))
+    .fetch_optional(pool)
+    .await
+}
+
+/// Hosts as jobs record them: lower case, with a port if the inbox URL
+/// has one.
+fn normalise_host(host: &str) -> String {
+    host.trim().to_lowercase()
 }
 
 /// Why an admin action did nothing.
@@ -117,6 +178,8 @@ pub enum AdminError {
     UnknownActivity(String),
     #[error("invalid inbox URL {0:?}: expected http(s)://host/path")]
     InvalidInbox(String),
+    #[error("invalid host {0:?}: expected a host name, with a port if it has one")]
+    InvalidHost(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -155,7 +218,9 @@ pub async fn redeliver(
          SELECT $1, inbox, host, personal FROM targets
          ON CONFLICT (event_id, inbox) DO UPDATE
          SET state = 'pending', attempts = 0, next_attempt_at = now(), leased_until = NULL,
-             created_at = now(), updated_at = now(), finished_at = NULL",
+             created_at = now(), updated_at = now(), finished_at = NULL
+         -- A job being sent right now is left to finish.
+         WHERE delivery_jobs.leased_until IS NULL OR delivery_jobs.leased_until < now()",
     )
     .bind(event)
     .bind(inbox)
@@ -168,8 +233,8 @@ pub async fn redeliver(
 
 /// Makes every pending job for `host` due now and closes its circuit.
 /// Returns how many jobs came due.
-pub async fn retry_host(pool: &PgPool, host: &str) -> Result<u64, sqlx::Error> {
-    let host = host.trim().to_lowercase();
+pub async fn retry_host(pool: &PgPool, host: &str) -> Result<u64, AdminError> {
+    let host = valid_host(host)?;
     sqlx::query(
         "UPDATE delivery_hosts SET open_until = NULL, consecutive_failures = 0, updated_at = now()
          WHERE host = $1",
@@ -187,42 +252,54 @@ pub async fn retry_host(pool: &PgPool, host: &str) -> Result<u64, sqlx::Error> {
     .rows_affected())
 }
 
-/// Marks `host` trusted (served first) or not.
-pub async fn set_trusted(pool: &PgPool, host: &str, trusted: bool) -> Result<(), sqlx::Error> {
+/// Marks `host` trusted (served first) or not; returns it as it is now.
+pub async fn set_trusted(
+    pool: &PgPool,
+    host: &str,
+    trusted: bool,
+) -> Result<HostStatus, AdminError> {
+    let host = valid_host(host)?;
     sqlx::query(
-        "INSERT INTO delivery_hosts (host, trusted) VALUES (lower($1), $2)
+        "INSERT INTO delivery_hosts (host, trusted) VALUES ($1, $2)
          ON CONFLICT (host) DO UPDATE SET trusted = $2, updated_at = now()",
     )
-    .bind(host.trim())
+    .bind(&host)
     .bind(trusted)
     .execute(pool)
     .await?;
-    Ok(())
+    self::host(pool, &host)
+        .await?
+        .ok_or_else(|| AdminError::InvalidHost(host))
 }
 
-/// What [`purge`] removes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Purge {
-    /// Jobs given up.
-    Dead,
-    /// Jobs delivered.
-    Delivered,
-    /// Jobs still pending (they will not be sent).
-    Pending,
+/// A host as an admin typed it, checked and normalised: a DNS name or an
+/// address, with an optional port, nothing else.
+fn valid_host(host: &str) -> Result<String, AdminError> {
+    let normalised = normalise_host(host);
+    url::Url::parse(&format!("http://{normalised}/"))
+        .ok()
+        .filter(|u| {
+            !normalised.is_empty()
+                && u.path() == "/"
+                && u.username().is_empty()
+                && u.query().is_none()
+                && u.fragment().is_none()
+        })
+        .and_then(|u| chorus_domain::inbound::host_of(u.as_str()))
+        .ok_or_else(|| AdminError::InvalidHost(host.to_owned()))
 }
 
-/// Removes jobs in the `what` state, for `host` only if given. Returns how
-/// many were removed.
-pub async fn purge(pool: &PgPool, what: Purge, host: Option<&str>) -> Result<u64, sqlx::Error> {
-    let state = match what {
-        Purge::Dead => "dead",
-        Purge::Delivered => "delivered",
-        Purge::Pending => "pending",
-    };
+/// Removes jobs in `state` (pending ones will then never be sent), for
+/// `host` only if given. Returns how many were removed. Jobs being sent at
+/// this moment are left alone.
+pub async fn purge(pool: &PgPool, state: JobState, host: Option<&str>) -> Result<u64, AdminError> {
+    let host = host.map(valid_host).transpose()?;
     Ok(sqlx::query(
-        "DELETE FROM delivery_jobs WHERE state = $1 AND ($2::text IS NULL OR host = lower($2))",
+        "DELETE FROM delivery_jobs
+         WHERE state = $1 AND ($2::text IS NULL OR host = $2)
+           AND (leased_until IS NULL OR leased_until < now())",
     )
-    .bind(state)
+    .bind(state.as_str())
     .bind(host)
     .execute(pool)
     .await?
