@@ -8,6 +8,7 @@ use axum::http::Request;
 use chorus_api::http::{AppState, router};
 use chorus_domain::{EventStore, Position};
 use chorus_tests::app::{Account, TestApp, spawn_app};
+use chorus_tests::outbound::accepted;
 use chorus_tests::remote::{KeyStyle, RemoteActor, RemoteServer, deliver};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -77,15 +78,6 @@ async fn follow_state(app: &TestApp, follower: &str, followee: &str) -> Option<S
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Delivers `activity`, signed by `actor`, to the shared inbox, and waits
-/// until it is interpreted.
-async fn deliver_ok(app: &TestApp, actor: &RemoteActor, activity: &Value) {
-    let inbox = format!("{}/inbox", app.base_url);
-    let (status, body) = deliver(&app.client, actor, &inbox, activity).await;
-    assert_eq!(status, 202, "{body}");
-    app.settle().await;
-}
-
 /// A post by `author` on its server, delivered in a Create; returns its id.
 async fn remote_post(
     app: &TestApp,
@@ -122,7 +114,7 @@ async fn remote_post(
             "published": "2026-11-23T10:00:00Z",
         },
     });
-    deliver_ok(app, author, &create).await;
+    accepted(app, author, &create).await;
     id
 }
 
@@ -133,7 +125,7 @@ async fn delete_remote_post(app: &TestApp, author: &RemoteActor, id: &str) {
         "actor": author.uri,
         "object": { "id": id, "type": "Tombstone" },
     });
-    deliver_ok(app, author, &delete).await;
+    accepted(app, author, &delete).await;
 }
 
 /// Alice, on a fresh Chorus, and a remote server with bob on it.
@@ -615,4 +607,50 @@ async fn without_federation_only_known_remote_actors_can_be_followed() {
         "{response}"
     );
     assert!(remote.webfingers().is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_remote_actor_is_blocked_by_address_and_unblocked_by_id() {
+    let (app, alice, remote, bob) = alice_and_bob().await;
+    let address = format!("bob@{}", remote.host());
+    let block = "mutation($a: String!) { block(actor: $a) { actor blocking following } }";
+    let unblock = "mutation($a: String!) { unblock(actor: $a) { actor blocking } }";
+
+    let blocked = app
+        .ok(Some(&alice.token), block, json!({ "a": address }))
+        .await;
+    assert_eq!(
+        blocked["block"],
+        json!({ "actor": bob.uri, "blocking": true, "following": "NONE" })
+    );
+    assert_eq!(remote.webfingers(), [format!("acct:{address}")]);
+    let sent = received(&remote, "Block").await;
+    assert_eq!(sent["actor"], alice.uri.as_str());
+    assert_eq!(sent["object"], bob.uri.as_str());
+
+    let lifted = app
+        .ok(Some(&alice.token), unblock, json!({ "a": bob.uri }))
+        .await;
+    assert_eq!(
+        lifted["unblock"],
+        json!({ "actor": bob.uri, "blocking": false })
+    );
+    let undo = received(&remote, "Undo").await;
+    assert_eq!(undo["object"]["type"], "Block");
+    assert_eq!(undo["object"]["id"], sent["id"]);
+
+    // Nobody there: a clear error, and nothing recorded.
+    let response = app
+        .graphql(
+            Some(&alice.token),
+            block,
+            json!({ "a": format!("nobody@{}", remote.host()) }),
+        )
+        .await;
+    assert_ne!(
+        response["errors"][0]["extensions"]["code"],
+        Value::Null,
+        "{response}"
+    );
+    assert_eq!(events_of(&app, "Blocked").await.len(), 1);
 }

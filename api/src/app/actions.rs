@@ -715,14 +715,7 @@ impl App {
 
     /// Stops following an actor, local or remote, or withdraws a request.
     pub async fn unfollow(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
-        // A follow is recorded by the followee's id: an id that names no
-        // actor Chorus knows (any more) still ends one.
-        let uri = match self.known_actor(other).await {
-            Ok(uri) => uri,
-            Err(AppError::NotFound { .. }) if is_http_url(other.trim()) => other.trim().to_owned(),
-            Err(AppError::NotFound { .. }) => self.find_actor(other).await?.uri,
-            Err(error) => return Err(error),
-        };
+        let uri = self.ended_with(other).await?;
         let undo_id = self.activity_id();
         self.relate_with(actor, &uri, |state, other| {
             Ok(relationships::unfollow(state, &actor.uri, other, &undo_id)?)
@@ -758,19 +751,43 @@ impl App {
         .await
     }
 
+    /// Blocks an actor, local or remote (found with WebFinger when unknown,
+    /// so that the Block reaches its server).
     pub async fn block(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
+        let uri = match self.known_actor(other).await {
+            Ok(uri) => uri,
+            Err(AppError::NotFound { .. }) => self.find_actor(other).await?.uri,
+            Err(error) => return Err(error),
+        };
         let block_id = self.activity_id();
-        self.relate_known(actor, other, |state, other| {
+        self.relate_with(actor, &uri, |state, other| {
             Ok(relationships::block(state, &actor.uri, other, &block_id)?)
         })
         .await
     }
 
+    /// Lifts a block, on an actor known or not (any more).
     pub async fn unblock(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
+        let uri = self.ended_with(other).await?;
         let undo_id = self.activity_id();
-        self.relate_known(actor, other, |state, other| {
+        self.relate_with(actor, &uri, |state, other| {
             Ok(relationships::unblock(state, &actor.uri, other, &undo_id)?)
         })
         .await
+    }
+
+    /// The actor a follow or block to be ended names. Relationships are
+    /// recorded by the other actor's id, so an id that names no actor
+    /// Chorus knows (any more) still ends one; an unknown `user@host` is
+    /// looked up.
+    async fn ended_with(&self, other: &str) -> Result<String, AppError> {
+        match self.known_actor(other).await {
+            Ok(uri) => Ok(uri),
+            Err(AppError::NotFound { .. }) if is_http_url(other.trim()) => {
+                Ok(other.trim().to_owned())
+            }
+            Err(AppError::NotFound { .. }) => Ok(self.find_actor(other).await?.uri),
+            Err(error) => Err(error),
+        }
     }
 }
