@@ -612,7 +612,9 @@ fn note(
         "tag": tags,
     });
     if let Some(updated) = updated {
-        note["updated"] = json!(updated.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        // Milliseconds: a peer keeps an edit only if it is newer than the
+        // last one it has, and edits can come within a second.
+        note["updated"] = json!(updated.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     }
     note
 }

@@ -175,6 +175,8 @@ pub struct RemotePostState {
     pub deleted: bool,
     /// When it was last changed (creation or last edit).
     pub updated: Option<DateTime<Utc>>,
+    /// Whether `updated` is an edit's (not the creation's).
+    pub edited: bool,
     /// The actors it mentions now (after edits).
     pub mentions: Vec<String>,
 }
@@ -189,6 +191,7 @@ impl RemotePostState {
             }
             crate::DomainEvent::RemotePostEdited(e) => {
                 self.updated = Some(e.updated);
+                self.edited = true;
                 self.mentions = e.mentions.clone();
             }
             crate::DomainEvent::RemotePostDeleted(_) => self.deleted = true,
@@ -280,7 +283,15 @@ pub fn edit_post(
 ) -> Result<Vec<crate::DomainEvent>, RemotePostError> {
     let created = authored(state, actor)?;
     debug_assert_eq!(created.uri, edit.uri);
-    if state.updated.is_some_and(|at| edit.updated <= at) {
+    // Timestamps often have whole seconds only: a first edit in the
+    // second the post was published is still an edit. A later edit must
+    // be strictly newer than the last one.
+    let stale = match state.updated {
+        Some(at) if state.edited => edit.updated <= at,
+        Some(at) => edit.updated < at,
+        None => false,
+    };
+    if stale {
         return Err(RemotePostError::Stale);
     }
     Ok(vec![crate::DomainEvent::RemotePostEdited(edit)])
@@ -370,6 +381,42 @@ mod tests {
             attachments: vec![],
             published: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
         }
+    }
+
+    #[test]
+    fn a_first_edit_in_the_second_of_publication_counts_later_ones_must_be_newer() {
+        let author = "https://r.example/users/a";
+        let mut state = RemotePostState::default();
+        let created = post(author);
+        let published = created.published;
+        for e in create_post(&state, created).unwrap_or_else(|e| panic!("{e}")) {
+            state.apply(&e);
+        }
+        let edit = |updated| RemotePostEdited {
+            uri: "https://r.example/notes/1".into(),
+            author: author.into(),
+            content: "<p>edited</p>".into(),
+            summary: None,
+            sensitive: false,
+            mentions: vec![],
+            hashtags: vec![],
+            attachments: vec![],
+            updated,
+        };
+        let earlier = published - chrono::Duration::seconds(1);
+        assert_eq!(
+            edit_post(&state, author, edit(earlier)),
+            Err(RemotePostError::Stale)
+        );
+        for e in edit_post(&state, author, edit(published)).unwrap_or_else(|e| panic!("{e}")) {
+            state.apply(&e);
+        }
+        assert_eq!(
+            edit_post(&state, author, edit(published)),
+            Err(RemotePostError::Stale)
+        );
+        let later = published + chrono::Duration::milliseconds(1);
+        assert!(edit_post(&state, author, edit(later)).is_ok());
     }
 
     #[test]

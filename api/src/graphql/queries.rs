@@ -36,7 +36,8 @@ impl QueryRoot {
             .ok_or_else(|| error("NOT_FOUND", "your account is not visible yet; try again"))
     }
 
-    /// An actor by handle (`alice`, `alice@host`) or ActivityPub id.
+    /// An actor by handle (`alice`, `alice@host`) or ActivityPub id: a
+    /// local one, or a remote one this server knows.
     async fn actor(
         &self,
         ctx: &Context<'_>,
@@ -46,8 +47,9 @@ impl QueryRoot {
         let s = ctx.data::<Services>()?;
         let uri = match (handle, uri) {
             (_, Some(uri)) => uri,
-            (Some(handle), None) => match s.app.resolve_actor(&handle).await {
-                Ok(actor) => actor.uri,
+            // Local, or remote and known (follow one to look it up).
+            (Some(handle), None) => match s.app.known_actor(&handle).await {
+                Ok(uri) => uri,
                 Err(_) => return Ok(None),
             },
             (None, None) => return Err(error("INVALID_INPUT", "give `handle` or `uri`")),
