@@ -8,6 +8,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use chorus_tests::bench::scale;
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -50,14 +51,6 @@ fn new_event(n: usize) -> NewEvent {
 
 fn stream(name: String) -> StreamId {
     StreamId::new(name).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn scale(n: usize) -> usize {
-    let factor: f64 = std::env::var("CHORUS_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * factor) as usize).max(1)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {

@@ -15,6 +15,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use chorus_tests::bench::scale;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,38 +30,20 @@ use chorus_api::federation::interpret::Interpreter;
 use chorus_api::http::{AppState, router};
 use chorus_domain::remote::received_event_id;
 use chorus_domain::{EventId, EventStore, Position};
-use chorus_postgres::{ClusterOptions, ClusterProfile, PgEventStore, PrivateCluster};
+use chorus_postgres::{PgEventStore, PrivateCluster};
 use chorus_projections::Projections;
 use chorus_tests::app::last_committed;
 use chorus_tests::remote::{KeyStyle, RemoteActor, RemoteServer, Scheme, signed_post_headers};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
 
 /// The target rate of the lag measurement and the throughput floor.
 const TARGET_RATE: f64 = 2000.0;
 
-fn scale(n: usize) -> usize {
-    let factor: f64 = std::env::var("CHORUS_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * factor) as usize).max(1)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("chorus-bench-inbox-{}", std::process::id()));
-    let cluster = PrivateCluster::start(&ClusterOptions {
-        data_dir: dir.clone(),
-        profile: ClusterProfile::Durable,
-    })
-    .await?;
-    let result = run(&cluster).await;
-    let _ = cluster.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    chorus_tests::bench::on_durable_cluster("inbox", run).await
 }
 
 /// A request ready to send: its activity id, body and signature headers.
@@ -71,17 +54,7 @@ struct Signed {
 }
 
 async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&cluster.url("postgres"))
-        .await?;
-    sqlx::query("CREATE DATABASE bench").execute(&admin).await?;
-    admin.close().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(48)
-        .connect(&cluster.url("bench"))
-        .await?;
-    chorus_postgres::migrate::run(&pool).await?;
+    let pool = chorus_tests::bench::bench_database(cluster, 48).await?;
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();

@@ -12,6 +12,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use chorus_tests::bench::scale;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,21 +24,13 @@ use chorus_domain::actors::{self, ActorState, Handle, RegisterActor};
 use chorus_domain::posts::{self, Author, CreatePost, Visibility};
 use chorus_domain::relationships::{self, Followee, RelationshipState};
 use chorus_domain::{DomainEvent, EventStore, ExpectedVersion, NewEvent, StreamId};
-use chorus_postgres::{ClusterOptions, ClusterProfile, PgEventStore, PrivateCluster};
+use chorus_postgres::{PgEventStore, PrivateCluster};
 use chorus_projections::Projections;
 use hdrhistogram::Histogram;
 use rand::Rng;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
-
-fn scale(n: usize) -> usize {
-    let factor: f64 = std::env::var("CHORUS_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * factor) as usize).max(1)
-}
 
 fn new_events(events: &[DomainEvent]) -> Vec<NewEvent> {
     events
@@ -79,30 +72,11 @@ async fn append_all(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("chorus-bench-rm-{}", std::process::id()));
-    let cluster = PrivateCluster::start(&ClusterOptions {
-        data_dir: dir.clone(),
-        profile: ClusterProfile::Durable,
-    })
-    .await?;
-    let result = run(&cluster).await;
-    let _ = cluster.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    chorus_tests::bench::on_durable_cluster("rm", run).await
 }
 
 async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&cluster.url("postgres"))
-        .await?;
-    sqlx::query("CREATE DATABASE bench").execute(&admin).await?;
-    admin.close().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(40)
-        .connect(&cluster.url("bench"))
-        .await?;
-    chorus_postgres::migrate::run(&pool).await?;
+    let pool = chorus_tests::bench::bench_database(cluster, 40).await?;
     // Seeding need not survive a crash: its commits skip the disk flush.
     let seed_pool = PgPoolOptions::new()
         .max_connections(20)

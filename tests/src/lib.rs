@@ -2,6 +2,7 @@
 //! throwaway cluster, and the contract suite every event store must pass.
 
 pub mod app;
+pub mod bench;
 pub mod contract;
 pub mod outbound;
 pub mod pg;

@@ -13,7 +13,7 @@ use chorus_postgres::PgEventStore;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -76,6 +76,8 @@ struct Inner {
     store: PgEventStore,
     fetcher: Fetcher,
     options: SenderOptions,
+    /// Successes, recorded in batches by [`record_delivered`].
+    delivered: mpsc::UnboundedSender<Success>,
     /// Parsed signing keys of local actors, by actor id.
     keys: Mutex<HashMap<String, Arc<(String, PrivateKey)>>>,
 }
@@ -89,12 +91,16 @@ impl Senders {
         wake: Arc<Notify>,
         options: SenderOptions,
     ) -> Self {
+        let (delivered, successes) = mpsc::unbounded_channel();
+        let pool = store.pool().clone();
+        tokio::spawn(record_delivered(pool.clone(), successes));
         let senders = Self {
             inner: Arc::new(Inner {
-                pool: store.pool().clone(),
+                pool,
                 store,
                 fetcher,
                 options,
+                delivered,
                 keys: Mutex::default(),
             }),
         };
@@ -136,18 +142,26 @@ impl Senders {
                     }
                 }
             }
-            // A full claim may leave more due: claim again as soon as a slot
-            // frees. Otherwise wait for a finished job, the planner, or the
-            // poll interval (retries come due by themselves).
+            // A full claim may leave more due: claim again once enough slots
+            // free (one claim per freed slot would cost a statement and a
+            // commit per delivery). Otherwise wait for a finished job, the
+            // planner, or the poll interval (retries come due by themselves).
             let full = claimed > 0 && claimed == free;
-            tokio::select! {
-                Some(done) = running.join_next() => finished(&mut inflight, done),
-                () = wake.notified(), if !full => {}
-                () = tokio::time::sleep(options.poll), if !full => {}
-            }
-            // Collect every other finished job without waiting.
-            while let Some(done) = running.try_join_next() {
-                finished(&mut inflight, done);
+            let batch = (options.concurrency / 8).max(1);
+            loop {
+                tokio::select! {
+                    Some(done) = running.join_next() => finished(&mut inflight, done),
+                    () = wake.notified(), if !full => {}
+                    () = tokio::time::sleep(options.poll), if !full => {}
+                }
+                // Collect every other finished job without waiting.
+                while let Some(done) = running.try_join_next() {
+                    finished(&mut inflight, done);
+                }
+                let free = options.concurrency.saturating_sub(running.len());
+                if !full || free >= batch || running.is_empty() {
+                    break;
+                }
             }
         }
     }
@@ -165,7 +179,15 @@ impl Senders {
             .map(|(host, n)| (host.clone(), i32::try_from(*n).unwrap_or(i32::MAX)))
             .unzip();
         let options = self.inner.options;
-        sqlx::query_as::<_, Job>(
+        // A claim need not wait for its commit to reach the disk: should
+        // the database lose it in a crash, the job is pending again and is
+        // sent again, as after a worker's crash. Without this, every claim
+        // waits for a WAL flush.
+        let mut tx = self.inner.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let jobs = sqlx::query_as::<_, Job>(
             "WITH busy AS (
                  SELECT * FROM unnest($1::text[], $2::int[]) AS b (host, n)
              ), candidates AS (
@@ -208,8 +230,10 @@ impl Senders {
         .bind(i64::try_from(options.concurrency.min(limit)).unwrap_or(i64::MAX))
         .bind(options.lease.as_secs_f64())
         .bind(options.retry.open_after)
-        .fetch_all(&self.inner.pool)
-        .await
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(jobs)
     }
 
     /// Sends one job and records the outcome.
@@ -218,7 +242,24 @@ impl Senders {
             Ok(key) => self.post(&job, &key).await,
             Err(error) => (Attempt::Impossible, Scheme::Cavage, Some(error)),
         };
-        if let Err(error) = self.record(&job, &attempt, scheme, error.as_deref()).await {
+        if attempt == Attempt::Delivered {
+            // Most outcomes: recorded with others, in one statement. Until
+            // then the job stays leased, so nobody sends it again.
+            let success = Success {
+                job_id: job.job_id,
+                host: job.host,
+                scheme,
+            };
+            if self.inner.delivered.send(success).is_ok() {
+                return;
+            }
+            tracing::error!(
+                job = job.job_id,
+                "delivery outcomes can no longer be recorded"
+            );
+            return;
+        }
+        if let Err(error) = self.record(&job, &attempt, error.as_deref()).await {
             // The lease runs out and the job is tried again.
             tracing::error!(job = job.job_id, %error, "could not record a delivery's outcome");
         }
@@ -316,12 +357,13 @@ impl Senders {
         Ok(key)
     }
 
-    /// Records the attempt on the job and on its host.
+    /// Records a failed attempt on the job and on its host (successes go
+    /// to [`record_delivered`]).
     async fn record(
         &self,
         job: &Job,
         attempt: &Attempt,
-        scheme: Scheme,
+
         error: Option<&str>,
     ) -> Result<(), sqlx::Error> {
         let now = Utc::now();
@@ -362,20 +404,7 @@ impl Senders {
         .bind(error)
         .execute(pool)
         .await?;
-        if *attempt == Attempt::Delivered {
-            sqlx::query(
-                "INSERT INTO delivery_hosts (host, signature, last_success_at)
-                 VALUES ($1, $2, now())
-                 ON CONFLICT (host) DO UPDATE
-                 SET signature = $2, consecutive_failures = 0, open_until = NULL,
-                     failing_since = NULL, unavailable_since = NULL,
-                     last_success_at = now(), last_error = NULL, updated_at = now()",
-            )
-            .bind(&job.host)
-            .bind(scheme.name())
-            .execute(pool)
-            .await?;
-        } else if policy::host_failed(attempt) {
+        if policy::host_failed(attempt) {
             self.host_failed(job, error).await?;
         }
         if matches!(attempt, Attempt::Refused { status: 410, .. }) && job.personal {
@@ -467,6 +496,80 @@ impl Senders {
             tracing::info!(%actor, "the actor's inbox answered 410: recorded as deleted");
         }
     }
+}
+
+/// A job delivered, to be recorded.
+#[derive(Debug)]
+struct Success {
+    job_id: i64,
+    host: String,
+    scheme: Scheme,
+}
+
+/// Records successes in batches (whatever finished while the last batch
+/// was written: one transaction, two statements), until the senders stop.
+/// A host's row is only written when its state changes (it was failing,
+/// or answers another signature) or once a minute for `last_success_at`.
+async fn record_delivered(pool: PgPool, mut successes: mpsc::UnboundedReceiver<Success>) {
+    let mut batch = Vec::new();
+    while successes.recv_many(&mut batch, 4096).await > 0 {
+        let jobs: Vec<i64> = batch.iter().map(|s| s.job_id).collect();
+        let mut hosts: HashMap<&str, &'static str> = HashMap::new();
+        for success in &batch {
+            hosts.insert(&success.host, success.scheme.name());
+        }
+        let (hosts, schemes): (Vec<&str>, Vec<&str>) = hosts.into_iter().unzip();
+        loop {
+            match write_successes(&pool, &jobs, &hosts, &schemes).await {
+                Ok(()) => break,
+                Err(_) if pool.is_closed() => return,
+                Err(error) => {
+                    // The jobs stay leased meanwhile; should this never
+                    // succeed, their leases run out and they are sent again.
+                    tracing::error!(%error, jobs = jobs.len(), "could not record deliveries; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn write_successes(
+    pool: &PgPool,
+    jobs: &[i64],
+    hosts: &[&str],
+    schemes: &[&str],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE delivery_jobs
+         SET state = 'delivered', leased_until = NULL, last_status = 200, last_error = NULL,
+             updated_at = now(), finished_at = now()
+         WHERE job_id = ANY($1)",
+    )
+    .bind(jobs)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO delivery_hosts (host, signature, last_success_at)
+         SELECT * , now() FROM unnest($1::text[], $2::text[])
+         ON CONFLICT (host) DO UPDATE
+         SET signature = EXCLUDED.signature, consecutive_failures = 0, open_until = NULL,
+             failing_since = NULL, unavailable_since = NULL,
+             last_success_at = now(), last_error = NULL, updated_at = now()
+         WHERE delivery_hosts.consecutive_failures > 0
+            OR delivery_hosts.open_until IS NOT NULL
+            OR delivery_hosts.unavailable_since IS NOT NULL
+            OR delivery_hosts.signature IS DISTINCT FROM EXCLUDED.signature
+            OR delivery_hosts.last_success_at IS NULL
+            OR delivery_hosts.last_success_at < now() - interval '1 minute'",
+    )
+    .bind(hosts)
+    .bind(schemes)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Frees the slot a finished job held on its host.
