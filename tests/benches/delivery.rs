@@ -407,11 +407,20 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
     }
     let refused = received.refused.load(Ordering::Relaxed);
     anyhow::ensure!(refused == 0, "{refused} deliveries failed verification");
-    let undelivered = count(
-        &pool,
-        "SELECT count(*) FROM delivery_jobs WHERE state <> 'delivered'",
-    )
-    .await?;
+    // Arrival comes before the outcome is recorded: give the last batch
+    // a moment.
+    let mut undelivered = i64::MAX;
+    for _ in 0..500 {
+        undelivered = count(
+            &pool,
+            "SELECT count(*) FROM delivery_jobs WHERE state <> 'delivered'",
+        )
+        .await?;
+        if undelivered == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     println!("jobs not delivered: {undelivered}");
 
     // 2: sustained, half that rate to 50 healthy instances, 5 failing.
