@@ -81,6 +81,11 @@ pub struct FederationSettings {
     /// crash, its jobs are sent again once this runs out. At least twice
     /// the request timeout (a delivery may be tried with two signatures).
     pub delivery_lease_secs: u64,
+    /// Host names remote requests reach at these addresses instead of
+    /// asking DNS (the port still comes from the URL): for several servers
+    /// under their own names on one machine, as tests run them. Not read
+    /// from the file or the environment; empty otherwise.
+    pub resolve: Vec<(String, std::net::IpAddr)>,
 }
 
 impl Default for FederationSettings {
@@ -96,6 +101,7 @@ impl Default for FederationSettings {
             delivery_concurrency: 64,
             delivery_per_host: 8,
             delivery_lease_secs: 120,
+            resolve: Vec::new(),
         }
     }
 }
@@ -281,6 +287,7 @@ impl Settings {
                 defaults.delivery_lease_secs,
                 "a number of seconds",
             )?,
+            resolve: defaults.resolve,
         };
         Ok(Self {
             federation,

@@ -602,7 +602,10 @@ fn note(
         "type": "Note",
         "attributedTo": post.author,
         "content": content,
-        "published": post.published.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        // Milliseconds, as `updated`: peers order a conversation by
+        // `published`, and a reply often comes within the second of the
+        // post it answers.
+        "published": post.published.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "to": post.to,
         "cc": post.cc,
         "sensitive": sensitive,
@@ -703,7 +706,7 @@ pub fn create(
         &post.to,
         &post.cc,
     );
-    post.activity["published"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    post.activity["published"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     Ok(vec![DomainEvent::PostCreated(post)])
 }
 

@@ -317,6 +317,42 @@ fn visibility_maps_to_addressing_like_mastodon() {
 }
 
 #[test]
+fn a_post_is_published_and_edited_to_the_millisecond() {
+    // A reply often comes within the second of the post it answers; a peer
+    // ordering the conversation by `published` needs more than seconds.
+    let at = now() + chrono::Duration::microseconds(250_400);
+    let given = ok(posts::create(
+        &author(ALICE),
+        post_command("first", Visibility::Public, vec![]),
+        None,
+        BASE,
+        at,
+    ));
+    let p = created(&given);
+    assert_eq!(p.activity["published"], "2026-11-23T12:00:00.250Z");
+    assert_eq!(
+        p.activity["object"]["published"],
+        "2026-11-23T12:00:00.250Z"
+    );
+    let edit = EditPost {
+        text: "second".into(),
+        summary: None,
+        sensitive: false,
+        mentions: vec![],
+    };
+    let later = at + chrono::Duration::milliseconds(1);
+    let edited = ok(posts::edit(&post_state(&given), ALICE, edit, BASE, later));
+    let DomainEvent::PostEdited(e) = &edited[0] else {
+        panic!()
+    };
+    assert_eq!(
+        e.activity["object"]["published"],
+        "2026-11-23T12:00:00.250Z"
+    );
+    assert_eq!(e.activity["object"]["updated"], "2026-11-23T12:00:00.251Z");
+}
+
+#[test]
 fn a_post_renders_safe_html_with_mentions_hashtags_and_links() {
     let text = "Hello @bob and @nobody! <script>alert(1)</script> #RustLang https://example.com/a?b=1.\n\nSecond & last";
     let p = created(&ok(posts::create(

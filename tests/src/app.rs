@@ -20,7 +20,8 @@ use crate::pg::test_db;
 /// A running server.
 #[derive(Debug)]
 pub struct TestApp {
-    /// `http://127.0.0.1:PORT`, also the base of every ActivityPub id.
+    /// `http://127.0.0.1:PORT` (or `http://{name}:PORT`, see
+    /// [`spawn_app_named`]), also the base of every ActivityPub id.
     pub base_url: String,
     /// Its database, for the `chorus` commands.
     pub database_url: String,
@@ -76,12 +77,47 @@ pub async fn spawn_app_delivering(
     settings: FederationSettings,
     options: chorus_workers::delivery::SenderOptions,
 ) -> TestApp {
+    spawn(None, settings, options).await
+}
+
+/// Starts a server known by a name of its own: its base URL is
+/// `http://{host}:PORT`, still listening on 127.0.0.1 only. The name (a
+/// `.localhost` one, which WebFinger asks over plain http like 127.0.0.1)
+/// is added to `settings.resolve`, so that the server and its test client
+/// reach it at 127.0.0.1; other servers reach it when their settings
+/// resolve it too.
+pub async fn spawn_app_named(host: &str, settings: FederationSettings) -> TestApp {
+    let options = chorus_api::federation::delivery::sender_options(&settings);
+    spawn(Some(host), settings, options).await
+}
+
+async fn spawn(
+    host: Option<&str>,
+    mut settings: FederationSettings,
+    options: chorus_workers::delivery::SenderOptions,
+) -> TestApp {
+    let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+    if let Some(host) = host
+        && !settings.resolve.iter().any(|(name, _)| name == host)
+    {
+        settings.resolve.push((host.to_owned(), loopback));
+    }
     let db = test_db().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind((loopback, 0))
         .await
         .unwrap_or_else(|e| panic!("cannot bind: {e}"));
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-    let base_url = format!("http://127.0.0.1:{port}");
+    let base_url = format!("http://{}:{port}", host.unwrap_or("127.0.0.1"));
+    // The test client reaches the names the server reaches, at the same
+    // addresses (the port comes from the URL).
+    let client = settings
+        .resolve
+        .iter()
+        .fold(reqwest::Client::builder(), |builder, (name, ip)| {
+            builder.resolve(name, std::net::SocketAddr::new(*ip, 0))
+        })
+        .build()
+        .unwrap_or_else(|e| panic!("cannot build the test client: {e}"));
     let store = PgEventStore::new(db.pool.clone());
     let projections = Arc::new(
         Projections::start(store.clone())
@@ -126,7 +162,7 @@ pub async fn spawn_app_delivering(
         pool: db.pool,
         store,
         projections,
-        client: reqwest::Client::new(),
+        client,
         server,
     }
 }

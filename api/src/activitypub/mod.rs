@@ -62,6 +62,13 @@ fn timestamp(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// A post's `published` and `updated`, with milliseconds: as the Note was
+/// delivered, so that peers fetching it order replies and edits within a
+/// second the same way (`2026-11-23T10:00:00.250Z`).
+fn post_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +84,11 @@ mod tests {
     fn timestamps_are_utc_to_the_second() {
         let at = DateTime::from_timestamp(1_795_435_200, 999_000_000).unwrap_or_default();
         assert_eq!(timestamp(at), "2026-11-23T12:00:00Z");
+    }
+
+    #[test]
+    fn post_timestamps_keep_milliseconds() {
+        let at = DateTime::from_timestamp(1_795_435_200, 999_999_000).unwrap_or_default();
+        assert_eq!(post_timestamp(at), "2026-11-23T12:00:00.999Z");
     }
 }

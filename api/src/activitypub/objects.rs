@@ -19,7 +19,7 @@ use super::html::{escape, page, paragraphs, strip_tags};
 use super::negotiation::{
     ACCEPT, ACTIVITY_JSON, activity_json, html, negotiated, wants_activity_json,
 };
-use super::{CONTEXT, authority, timestamp};
+use super::{CONTEXT, authority, post_timestamp, timestamp};
 use crate::http::AppState;
 
 /// A post with its mentions' names (`@bob`, `@carol@remote.example`, or
@@ -172,8 +172,8 @@ fn note<'a>(post: &'a PostRow, base: &str) -> Note<'a> {
         content: &post.content,
         summary: post.summary.as_deref(),
         sensitive: post.sensitive,
-        published: timestamp(post.published),
-        updated: post.edited_at.map(timestamp),
+        published: post_timestamp(post.published),
+        updated: post.edited_at.map(post_timestamp),
         to: &post.to_recipients,
         cc: &post.cc_recipients,
         in_reply_to: post.in_reply_to.as_deref(),

@@ -259,16 +259,17 @@ pub fn parse_acct(reference: &str) -> Option<(&str, String)> {
     (user_ok && host_ok).then(|| (user, host.to_ascii_lowercase()))
 }
 
-/// The WebFinger URL for `user@host`: https, except for a loopback or IP
-/// host with a port when private addresses are allowed (tests and local
-/// federation, where servers speak plain http on 127.0.0.1).
+/// The WebFinger URL for `user@host`: https, except for an IP host or
+/// `localhost` (or a name under it, RFC 6761) with a port when private
+/// addresses are allowed (tests and local federation, where servers speak
+/// plain http on 127.0.0.1).
 pub fn webfinger_url(user: &str, host: &str, allow_private: bool) -> Result<Url, WebFingerError> {
     let invalid = || WebFingerError::InvalidHost(host.to_owned());
     let probe = Url::parse(&format!("https://{host}/")).map_err(|_| invalid())?;
     let with_port = probe.port().is_some();
     let local_style = match probe.host() {
         Some(Host::Ipv4(_) | Host::Ipv6(_)) => true,
-        Some(Host::Domain(name)) => name == "localhost",
+        Some(Host::Domain(name)) => name == "localhost" || name.ends_with(".localhost"),
         None => return Err(invalid()),
     };
     let scheme = if allow_private && with_port && local_style {
@@ -375,6 +376,21 @@ mod tests {
             "localhost:3000",
             true,
             "http://localhost:3000/.well-known/webfinger?resource=acct%3Abob%40localhost%3A3000",
+        );
+        check(
+            "alpha.localhost:3000",
+            true,
+            "http://alpha.localhost:3000/.well-known/webfinger?resource=acct%3Abob%40alpha.localhost%3A3000",
+        );
+        check(
+            "alpha.localhost:3000",
+            false,
+            "https://alpha.localhost:3000/.well-known/webfinger?resource=acct%3Abob%40alpha.localhost%3A3000",
+        );
+        check(
+            "notlocalhost:3000",
+            true,
+            "https://notlocalhost:3000/.well-known/webfinger?resource=acct%3Abob%40notlocalhost%3A3000",
         );
         check(
             "127.0.0.1:3000",

@@ -70,6 +70,7 @@ impl Federation {
             FetchPolicy {
                 allow_private_addresses: settings.allow_private_addresses,
                 timeout: Duration::from_secs(settings.request_timeout_secs.max(1)),
+                resolve: settings.resolve.clone(),
                 ..FetchPolicy::default()
             },
             Some(instance.clone()),

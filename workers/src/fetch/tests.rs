@@ -430,6 +430,39 @@ async fn refuses_a_redirect_to_a_private_address() {
 }
 
 #[tokio::test]
+async fn names_the_policy_resolves_reach_its_address_with_the_port_of_the_url() {
+    let (addr, remote) = spawn_remote().await;
+    let policy = FetchPolicy {
+        resolve: vec![("alpha.localhost".to_owned(), addr.ip())],
+        ..local_policy()
+    };
+    let url = format!("http://alpha.localhost:{}/actor", addr.port());
+    let fetched = fetcher(policy)
+        .get_activity(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fetched.document, actor());
+    assert_eq!(fetched.url.as_str(), url);
+    assert_eq!(remote.requests(), 1);
+}
+
+#[tokio::test]
+async fn names_the_policy_resolves_are_still_refused_a_private_address() {
+    let (addr, remote) = spawn_remote().await;
+    let policy = FetchPolicy {
+        resolve: vec![("alpha.localhost".to_owned(), addr.ip())],
+        ..FetchPolicy::default()
+    };
+    let url = format!("http://Alpha.localhost:{}/actor", addr.port());
+    let result = fetcher(policy).get_activity(&url).await;
+    assert!(
+        matches!(&result, Err(FetchError::PrivateAddress { addr: refused, .. }) if *refused == addr.ip()),
+        "{result:?}"
+    );
+    assert_eq!(remote.requests(), 0);
+}
+
+#[tokio::test]
 async fn refuses_other_schemes_and_bad_urls() {
     let fetcher = fetcher(local_policy());
     let result = fetcher.get_activity("ftp://remote.example/actor").await;
