@@ -98,7 +98,7 @@ impl Default for FederationSettings {
             inbox_rate_per_ip: 200,
             delivery_in_process: true,
             request_timeout_secs: 10,
-            delivery_concurrency: 64,
+            delivery_concurrency: 128,
             delivery_per_host: 8,
             delivery_lease_secs: 120,
             resolve: Vec::new(),

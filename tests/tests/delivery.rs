@@ -93,8 +93,18 @@ async fn the_automatic_accept_and_a_post_reach_a_remote_follower_signed_and_once
         ]
     );
 
+    // carol follows alice after the post: she gets her Accept, not the
+    // post, which was decided before she followed.
+    let carol = remote_follower(&app, &remote, &sink.base_url, "carol").await;
+    chorus_tests::outbound::follow(&app, &carol, &alice.uri, 1).await;
+    let got = deliveries(&sink, 3).await;
+    assert_eq!(got[2].body["type"], "Accept");
+    assert_eq!(got[2].path, "/users/carol/inbox");
+    app.settle().await;
+
     // Planning everything again from the start of the log (as after losing
-    // the checkpoint) queues nothing new and sends nothing again.
+    // the checkpoint) queues nothing new and sends nothing again: the post
+    // still goes to its followers as of its position, so not to carol.
     sqlx::query("DELETE FROM subscriber_checkpoints WHERE subscriber = 'deliveries'")
         .execute(&app.pool)
         .await
@@ -110,12 +120,12 @@ async fn the_automatic_accept_and_a_post_reach_a_remote_follower_signed_and_once
     let last = chorus_tests::app::last_committed(&app.pool).await;
     assert!(again.reached(last, Duration::from_secs(10)).await);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(sink.deliveries().len(), 2);
+    assert_eq!(sink.deliveries().len(), 3);
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_jobs")
         .fetch_one(&app.pool)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count, 2);
+    assert_eq!(count, 3);
 }
 
 /// Read models already settled by the test.

@@ -213,12 +213,16 @@ async fn write(pool: &PgPool, plans: &[Plan], checkpoint: Position) -> Result<()
         // addressed to them, and every remote actor it names; one job per
         // inbox (an instance's shared inbox stands for all its actors).
         // Local actors, deleted actors and blocked instances get nothing.
+        // Followers are those of the activity's position: whoever asked to
+        // follow after it (before it was planned) does not get it, and
+        // whoever stopped following since does not either.
         sqlx::query(
             "WITH sender AS (
                  SELECT followers_uri FROM actors WHERE uri = $2 AND local
              ), recipients AS (
                  SELECT a.* FROM follows f JOIN actors a ON a.uri = f.follower
                  WHERE f.followee = $2 AND f.state = 'accepted'
+                   AND (f.position_major, f.position_minor) < ($4, $5)
                    AND (SELECT followers_uri FROM sender) = ANY($3)
                  UNION
                  SELECT a.* FROM actors a WHERE a.uri = ANY($3)
@@ -240,6 +244,8 @@ async fn write(pool: &PgPool, plans: &[Plan], checkpoint: Position) -> Result<()
         .bind(plan.event.id.0)
         .bind(&plan.actor)
         .bind(&plan.recipients)
+        .bind(major)
+        .bind(minor)
         .execute(&mut *tx)
         .await?;
     }

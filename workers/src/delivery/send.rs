@@ -2,9 +2,11 @@
 //! lease, so several processes never send the same job at once), sign each
 //! request as the activity's actor, post it, and record what happened.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chorus_domain::remote::{RemoteActorDeleted, remote_actor_stream};
 use chorus_domain::signatures::{PrivateKey, sign_rfc9421};
@@ -40,7 +42,7 @@ pub struct SenderOptions {
 impl Default for SenderOptions {
     fn default() -> Self {
         Self {
-            concurrency: 64,
+            concurrency: 128,
             per_host: 8,
             lease: Duration::from_secs(120),
             poll: Duration::from_millis(500),
@@ -61,6 +63,7 @@ struct Job {
     created_at: DateTime<Utc>,
     actor: String,
     body: String,
+    trusted: bool,
     signature: Option<String>,
 }
 
@@ -110,74 +113,138 @@ impl Senders {
 
     async fn run(self, wake: Arc<Notify>) {
         let options = self.inner.options;
-        let mut inflight: HashMap<String, usize> = HashMap::new();
-        let mut running: JoinSet<String> = JoinSet::new();
+        let concurrency = options.concurrency.max(1);
+        let mut waiting = Waiting::new(options.per_host.max(1));
+        let mut running: JoinSet<(String, bool)> = JoinSet::new();
+        // Jobs are claimed in batches, a statement for hundreds of
+        // deliveries (its cost is mostly one probe per host with pending
+        // jobs): when fewer than twice `concurrency` wait, up to eight
+        // times that many held (waiting or running). A claim runs beside
+        // the sending, so slots that free meanwhile are filled from what
+        // waits.
+        let low = 2 * concurrency;
+        let most = 8 * concurrency;
+        let mut claiming: Option<Claim> = None;
+        // Whether a claim may find more due now: the last one was full, or
+        // the planner or the poll interval says so.
+        let mut more_due = true;
+        let mut last_claimed = 0;
+        let mut finished_since_claim = 0;
         loop {
             if self.inner.pool.is_closed() {
                 running.shutdown().await;
                 return;
             }
-            let free = options.concurrency.saturating_sub(running.len());
-            let mut claimed = 0;
-            if free > 0 {
-                match self.claim(free, &inflight).await {
-                    Ok(jobs) => {
-                        claimed = jobs.len();
-                        for job in jobs {
-                            *inflight.entry(job.host.clone()).or_default() += 1;
-                            let senders = self.clone();
-                            running.spawn(async move {
-                                let host = job.host.clone();
-                                senders.deliver(job).await;
-                                host
-                            });
+            let held = running.len() + waiting.len();
+            // A short claim (hosts at their limit) is worth repeating once
+            // half of what it gave has finished and freed its hosts.
+            let worth = more_due || (last_claimed > 0 && 2 * finished_since_claim >= last_claimed);
+            if claiming.is_none() && waiting.len() < low && held < most && worth {
+                let limit = most - held;
+                let senders = self.clone();
+                let held = waiting.held();
+                more_due = false;
+                claiming = Some(Box::pin(async move {
+                    let claimed = senders.claim(limit, &held).await;
+                    (limit, claimed)
+                }));
+            }
+            // Fill the free slots, host by host in turn. A job that waited
+            // too long for its turn (its host is slow) is given back rather
+            // than sent near the end of its lease.
+            let mut stale = Vec::new();
+            while running.len() < concurrency
+                && let Some((job, claimed)) = waiting.next()
+            {
+                if claimed.elapsed() > options.lease / 4 {
+                    waiting.finished(&job.host);
+                    stale.push(job.job_id);
+                    continue;
+                }
+                let senders = self.clone();
+                running.spawn(async move {
+                    let host = job.host.clone();
+                    let opened = senders.deliver(job).await;
+                    (host, opened)
+                });
+            }
+            self.release(&stale).await;
+            // Wait for a claim, a finished job, the planner, or the poll
+            // interval (retries come due by themselves).
+            let mut done = Vec::new();
+            tokio::select! {
+                Some((limit, claimed)) = claim_done(&mut claiming), if claiming.is_some() => {
+                    claiming = None;
+                    match claimed {
+                        Ok(jobs) => {
+                            more_due = jobs.len() == limit;
+                            last_claimed = jobs.len();
+                            finished_since_claim = 0;
+                            let now = Instant::now();
+                            for job in jobs {
+                                waiting.push(job, now);
+                            }
+                        }
+                        Err(error) => {
+                            if !self.inner.pool.is_closed() {
+                                tracing::error!(%error, "delivery workers cannot claim jobs; paused");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            more_due = true;
                         }
                     }
-                    Err(error) => {
-                        if self.inner.pool.is_closed() {
-                            continue;
-                        }
-                        tracing::error!(%error, "delivery workers cannot claim jobs; paused");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+                }
+                Some(finished) = running.join_next() => done.push(finished),
+                () = wake.notified() => more_due = true,
+                () = tokio::time::sleep(options.poll) => more_due = true,
+            }
+            while let Some(finished) = running.try_join_next() {
+                done.push(finished);
+            }
+            let mut closed = Vec::new();
+            for (host, opened) in done.into_iter().flatten() {
+                finished_since_claim += 1;
+                waiting.finished(&host);
+                if opened {
+                    // The host's circuit opened: what waits for it goes
+                    // back to the queue, to be claimed once it closes.
+                    closed.extend(waiting.remove(&host));
                 }
             }
-            // A full claim may leave more due: claim again once enough slots
-            // free (one claim per freed slot would cost a statement and a
-            // commit per delivery). Otherwise wait for a finished job, the
-            // planner, or the poll interval (retries come due by themselves).
-            let full = claimed > 0 && claimed == free;
-            let batch = (options.concurrency / 8).max(1);
-            loop {
-                tokio::select! {
-                    Some(done) = running.join_next() => finished(&mut inflight, done),
-                    () = wake.notified(), if !full => {}
-                    () = tokio::time::sleep(options.poll), if !full => {}
-                }
-                // Collect every other finished job without waiting.
-                while let Some(done) = running.try_join_next() {
-                    finished(&mut inflight, done);
-                }
-                let free = options.concurrency.saturating_sub(running.len());
-                if !full || free >= batch || running.is_empty() {
-                    break;
-                }
-            }
+            self.release(&closed).await;
         }
     }
 
-    /// Claims up to `limit` due jobs, at most `per_host` in flight per host
-    /// (counting `inflight`), trusted hosts first; a host whose circuit has
-    /// just closed gets one probe at a time.
-    async fn claim(
-        &self,
-        limit: usize,
-        inflight: &HashMap<String, usize>,
-    ) -> Result<Vec<Job>, sqlx::Error> {
-        let (hosts, counts): (Vec<String>, Vec<i32>) = inflight
-            .iter()
-            .map(|(host, n)| (host.clone(), i32::try_from(*n).unwrap_or(i32::MAX)))
-            .unzip();
+    /// Gives claimed jobs back unsent: pending again at once, their claim
+    /// not counted as an attempt.
+    async fn release(&self, jobs: &[i64]) {
+        if jobs.is_empty() {
+            return;
+        }
+        let released = sqlx::query(
+            "UPDATE delivery_jobs
+             SET leased_until = NULL, attempts = greatest(attempts - 1, 0), updated_at = now()
+             WHERE job_id = ANY($1) AND state = 'pending'",
+        )
+        .bind(jobs)
+        .execute(&self.inner.pool)
+        .await;
+        if let Err(error) = released {
+            // Their leases run out and they are claimed again.
+            tracing::warn!(%error, jobs = jobs.len(), "could not give back claimed jobs");
+        }
+    }
+
+    /// Claims up to `limit` due jobs, trusted hosts first, then one host's
+    /// oldest job after another's, round after round, so that every host
+    /// with work gets some at once; a host holds at most twice `per_host`
+    /// (counting `held`, this process's jobs by host: `per_host` running,
+    /// as many waiting), and one whose circuit has just closed holds one,
+    /// a probe. The cost is one index probe per host with pending jobs,
+    /// however long their queues.
+    async fn claim(&self, limit: usize, held: &[(String, i32)]) -> Result<Vec<Job>, sqlx::Error> {
+        let (hosts, counts): (Vec<&str>, Vec<i32>) =
+            held.iter().map(|(host, n)| (host.as_str(), *n)).unzip();
         let options = self.inner.options;
         // A claim need not wait for its commit to reach the disk: should
         // the database lose it in a crash, the job is pending again and is
@@ -188,31 +255,52 @@ impl Senders {
             .execute(&mut *tx)
             .await?;
         let jobs = sqlx::query_as::<_, Job>(
-            "WITH busy AS (
+            "WITH RECURSIVE pending_hosts (host) AS (
+                 -- Every host with a pending job, one index probe each.
+                 (SELECT host FROM delivery_jobs WHERE state = 'pending' ORDER BY host LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT j.host FROM delivery_jobs j
+                         WHERE j.state = 'pending' AND j.host > p.host
+                         ORDER BY j.host LIMIT 1)
+                 FROM pending_hosts p WHERE p.host IS NOT NULL
+             ), held AS (
                  SELECT * FROM unnest($1::text[], $2::int[]) AS b (host, n)
+             ), hosts AS MATERIALIZED (
+                 SELECT p.host, coalesce(d.trusted, false) AS trusted,
+                        CASE WHEN coalesce(d.consecutive_failures, 0) >= $6 THEN 1
+                             ELSE 2 * $3::int END - coalesce(b.n, 0) AS room
+                 FROM pending_hosts p
+                 LEFT JOIN delivery_hosts d ON d.host = p.host
+                 LEFT JOIN held b ON b.host = p.host
+                 WHERE p.host IS NOT NULL AND (d.open_until IS NULL OR d.open_until <= now())
+             ), share AS (
+                 -- Enough rounds for `limit` jobs should every host have work.
+                 SELECT greatest(1, ceil(($4::bigint)::float8 / greatest(count(*), 1)))::int AS n
+                 FROM hosts WHERE room > 0
              ), candidates AS (
-                 SELECT j.job_id, j.next_attempt_at, coalesce(h.trusted, false) AS trusted,
-                        row_number() OVER (PARTITION BY j.host ORDER BY j.next_attempt_at, j.job_id)
-                            + coalesce(b.n, 0) AS slot,
-                        CASE WHEN coalesce(h.consecutive_failures, 0) >= $6 THEN 1 ELSE $3 END AS cap
-                 FROM delivery_jobs j
-                 LEFT JOIN delivery_hosts h ON h.host = j.host
-                 LEFT JOIN busy b ON b.host = j.host
-                 WHERE j.state = 'pending' AND j.next_attempt_at <= now()
-                   AND (j.leased_until IS NULL OR j.leased_until < now())
-                   AND (h.open_until IS NULL OR h.open_until <= now())
+                 SELECT c.job_id, c.next_attempt_at, h.trusted, c.round
+                 FROM hosts h CROSS JOIN share s
+                 CROSS JOIN LATERAL (
+                     SELECT j.job_id, j.next_attempt_at,
+                            row_number() OVER (ORDER BY j.next_attempt_at, j.job_id) AS round
+                     FROM delivery_jobs j
+                     WHERE j.host = h.host AND j.state = 'pending' AND j.next_attempt_at <= now()
+                       AND (j.leased_until IS NULL OR j.leased_until < now())
+                     ORDER BY j.next_attempt_at, j.job_id
+                     LIMIT least(h.room, s.n)
+                 ) c
+                 WHERE h.room > 0
              ), chosen AS (
-                 SELECT job_id FROM candidates WHERE slot <= cap
-                 ORDER BY trusted DESC, next_attempt_at, job_id
+                 SELECT job_id, trusted FROM candidates
+                 ORDER BY trusted DESC, round, next_attempt_at, job_id
                  LIMIT $4
              ), locked AS (
                  -- Checked again on the row as it is now: a job another
                  -- worker leased since this statement began is skipped.
-                 SELECT job_id FROM delivery_jobs
-                 WHERE job_id IN (SELECT job_id FROM chosen)
-                   AND state = 'pending'
-                   AND (leased_until IS NULL OR leased_until < now())
-                 FOR UPDATE SKIP LOCKED
+                 SELECT j.job_id, c.trusted FROM delivery_jobs j JOIN chosen c USING (job_id)
+                 WHERE j.state = 'pending'
+                   AND (j.leased_until IS NULL OR j.leased_until < now())
+                 FOR UPDATE OF j SKIP LOCKED
              )
              UPDATE delivery_jobs j
              SET leased_until = now() + make_interval(secs => $5),
@@ -221,13 +309,13 @@ impl Senders {
              FROM locked, delivery_activities a
              WHERE j.job_id = locked.job_id AND a.event_id = j.event_id
              RETURNING j.job_id, j.event_id, j.inbox, j.host, j.personal, j.attempts,
-                       j.created_at, a.actor, a.body,
+                       j.created_at, a.actor, a.body, locked.trusted,
                        (SELECT signature FROM delivery_hosts h WHERE h.host = j.host)",
         )
         .bind(&hosts)
         .bind(&counts)
-        .bind(i64::try_from(options.per_host).unwrap_or(i64::MAX))
-        .bind(i64::try_from(options.concurrency.min(limit)).unwrap_or(i64::MAX))
+        .bind(i32::try_from(options.per_host).unwrap_or(i32::MAX / 2))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(options.lease.as_secs_f64())
         .bind(options.retry.open_after)
         .fetch_all(&mut *tx)
@@ -236,8 +324,9 @@ impl Senders {
         Ok(jobs)
     }
 
-    /// Sends one job and records the outcome.
-    async fn deliver(&self, job: Job) {
+    /// Sends one job and records the outcome; true when the failure opened
+    /// its host's circuit.
+    async fn deliver(&self, job: Job) -> bool {
         let (attempt, scheme, error) = match self.key(&job.actor).await {
             Ok(key) => self.post(&job, &key).await,
             Err(error) => (Attempt::Impossible, Scheme::Cavage, Some(error)),
@@ -250,18 +339,21 @@ impl Senders {
                 host: job.host,
                 scheme,
             };
-            if self.inner.delivered.send(success).is_ok() {
-                return;
+            if self.inner.delivered.send(success).is_err() {
+                tracing::error!(
+                    job = job.job_id,
+                    "delivery outcomes can no longer be recorded"
+                );
             }
-            tracing::error!(
-                job = job.job_id,
-                "delivery outcomes can no longer be recorded"
-            );
-            return;
+            return false;
         }
-        if let Err(error) = self.record(&job, &attempt, error.as_deref()).await {
-            // The lease runs out and the job is tried again.
-            tracing::error!(job = job.job_id, %error, "could not record a delivery's outcome");
+        match self.record(&job, &attempt, error.as_deref()).await {
+            Ok(opened) => opened,
+            Err(error) => {
+                // The lease runs out and the job is tried again.
+                tracing::error!(job = job.job_id, %error, "could not record a delivery's outcome");
+                false
+            }
         }
     }
 
@@ -358,14 +450,13 @@ impl Senders {
     }
 
     /// Records a failed attempt on the job and on its host (successes go
-    /// to [`record_delivered`]).
+    /// to [`record_delivered`]); true when it opened the host's circuit.
     async fn record(
         &self,
         job: &Job,
         attempt: &Attempt,
-
         error: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         let now = Utc::now();
         let attempts = u32::try_from(job.attempts).unwrap_or(u32::MAX);
         let jitter: f64 = rand::rng().random();
@@ -404,18 +495,16 @@ impl Senders {
         .bind(error)
         .execute(pool)
         .await?;
-        if policy::host_failed(attempt) {
-            self.host_failed(job, error).await?;
-        }
+        let opened = policy::host_failed(attempt) && self.host_failed(job, error).await?;
         if matches!(attempt, Attempt::Refused { status: 410, .. }) && job.personal {
             self.recipient_gone(job).await;
         }
-        Ok(())
+        Ok(opened)
     }
 
-    /// Counts a failure against the host; opens its circuit after enough,
-    /// and marks it unavailable once it has failed for days.
-    async fn host_failed(&self, job: &Job, error: Option<&str>) -> Result<(), sqlx::Error> {
+    /// Counts a failure against the host; opens its circuit after enough
+    /// (and says so), and marks it unavailable once it has failed for days.
+    async fn host_failed(&self, job: &Job, error: Option<&str>) -> Result<bool, sqlx::Error> {
         let pool = &self.inner.pool;
         let (failures, failing_since, unavailable): (i32, DateTime<Utc>, bool) = sqlx::query_as(
             "INSERT INTO delivery_hosts (host, consecutive_failures, failing_since, last_error)
@@ -452,7 +541,7 @@ impl Senders {
             .execute(pool)
             .await?;
         }
-        Ok(())
+        Ok(open.is_some())
     }
 
     /// A 410 from an actor's own inbox: the actor is gone. Recorded as the
@@ -495,6 +584,19 @@ impl Senders {
         } else {
             tracing::info!(%actor, "the actor's inbox answered 410: recorded as deleted");
         }
+    }
+}
+
+/// A claim under way: how many jobs it asked for, and what it got.
+type Claim = Pin<Box<dyn Future<Output = (usize, Result<Vec<Job>, sqlx::Error>)> + Send>>;
+
+/// Waits for the claim under way, if any.
+async fn claim_done(
+    claiming: &mut Option<Claim>,
+) -> Option<(usize, Result<Vec<Job>, sqlx::Error>)> {
+    match claiming {
+        Some(claim) => Some(claim.await),
+        None => None,
     }
 }
 
@@ -572,15 +674,120 @@ async fn write_successes(
     tx.commit().await
 }
 
-/// Frees the slot a finished job held on its host.
-fn finished(inflight: &mut HashMap<String, usize>, done: Result<String, tokio::task::JoinError>) {
-    if let Ok(host) = done
-        && let Some(n) = inflight.get_mut(&host)
-    {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            inflight.remove(&host);
+/// Claimed jobs waiting for a slot, by host. Hosts take turns (trusted
+/// ones first), one job a turn, and a host with `per_host` jobs running
+/// waits until one finishes: a slow instance holds at most that many of the
+/// slots, and every instance with work is served in the same round.
+#[derive(Debug)]
+struct Waiting {
+    per_host: usize,
+    hosts: HashMap<String, HostJobs>,
+    /// Hosts whose turn it may be: trusted ones, then the others. A host
+    /// is here at most once; one without a job or a free slot when its
+    /// turn comes is skipped.
+    turns: [VecDeque<String>; 2],
+    len: usize,
+}
+
+#[derive(Debug, Default)]
+struct HostJobs {
+    /// With the instant each was claimed.
+    jobs: VecDeque<(Job, Instant)>,
+    running: usize,
+    in_turn: bool,
+}
+
+impl Waiting {
+    fn new(per_host: usize) -> Self {
+        Self {
+            per_host,
+            hosts: HashMap::new(),
+            turns: [VecDeque::new(), VecDeque::new()],
+            len: 0,
         }
+    }
+
+    /// Jobs waiting, over all hosts.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, job: Job, claimed: Instant) {
+        let turn = usize::from(!job.trusted);
+        let host = job.host.clone();
+        let entry = self.hosts.entry(host.clone()).or_default();
+        entry.jobs.push_back((job, claimed));
+        self.len += 1;
+        if !entry.in_turn && entry.running < self.per_host {
+            entry.in_turn = true;
+            self.turns[turn].push_back(host);
+        }
+    }
+
+    /// The next job to send, counted as running until [`Self::finished`].
+    fn next(&mut self) -> Option<(Job, Instant)> {
+        for turn in 0..self.turns.len() {
+            while let Some(host) = self.turns[turn].pop_front() {
+                let Some(entry) = self.hosts.get_mut(&host) else {
+                    continue;
+                };
+                entry.in_turn = false;
+                if entry.running >= self.per_host {
+                    continue;
+                }
+                let Some(next) = entry.jobs.pop_front() else {
+                    if entry.running == 0 {
+                        self.hosts.remove(&host);
+                    }
+                    continue;
+                };
+                entry.running += 1;
+                self.len -= 1;
+                if !entry.jobs.is_empty() && entry.running < self.per_host {
+                    entry.in_turn = true;
+                    self.turns[turn].push_back(host);
+                }
+                return Some(next);
+            }
+        }
+        None
+    }
+
+    /// A job of `host` returned by [`Self::next`] is done.
+    fn finished(&mut self, host: &str) {
+        let Some(entry) = self.hosts.get_mut(host) else {
+            return;
+        };
+        entry.running = entry.running.saturating_sub(1);
+        if let Some((job, _)) = entry.jobs.front()
+            && !entry.in_turn
+        {
+            entry.in_turn = true;
+            self.turns[usize::from(!job.trusted)].push_back(host.to_owned());
+        } else if entry.running == 0 && entry.jobs.is_empty() && !entry.in_turn {
+            self.hosts.remove(host);
+        }
+    }
+
+    /// Takes back every job waiting for `host`.
+    fn remove(&mut self, host: &str) -> Vec<i64> {
+        let Some(entry) = self.hosts.get_mut(host) else {
+            return Vec::new();
+        };
+        self.len -= entry.jobs.len();
+        entry.jobs.drain(..).map(|(job, _)| job.job_id).collect()
+    }
+
+    /// What this process holds of each host, running or waiting.
+    fn held(&self) -> Vec<(String, i32)> {
+        self.hosts
+            .iter()
+            .map(|(host, entry)| {
+                let n = entry.running + entry.jobs.len();
+                (host.clone(), i32::try_from(n).unwrap_or(i32::MAX))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 }
 
@@ -631,5 +838,85 @@ impl RequestSigner for Signer {
                     Vec::new()
                 }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(job_id: i64, host: &str, trusted: bool) -> Job {
+        Job {
+            job_id,
+            event_id: Uuid::nil(),
+            inbox: format!("https://{host}/inbox"),
+            host: host.to_owned(),
+            personal: false,
+            attempts: 1,
+            created_at: Utc::now(),
+            actor: "https://chorus.example/users/alice".to_owned(),
+            body: "{}".to_owned(),
+            trusted,
+            signature: None,
+        }
+    }
+
+    /// Takes jobs until none is ready, returning their ids.
+    fn drain(waiting: &mut Waiting) -> Vec<i64> {
+        std::iter::from_fn(|| waiting.next().map(|(job, _)| job.job_id)).collect()
+    }
+
+    #[test]
+    fn hosts_take_turns_trusted_ones_first_and_never_exceed_their_share() {
+        let mut waiting = Waiting::new(2);
+        let now = Instant::now();
+        // A host with a long queue comes first, as claims return it.
+        for id in 1..=5 {
+            waiting.push(job(id, "busy.example", false), now);
+        }
+        waiting.push(job(6, "quiet.example", false), now);
+        waiting.push(job(7, "trusted.example", true), now);
+        waiting.push(job(8, "quiet.example", false), now);
+        assert_eq!(waiting.len(), 8);
+        // Trusted first, then one job a host a round; busy.example stops
+        // at two running, so quiet.example is never stuck behind it.
+        assert_eq!(drain(&mut waiting), [7, 1, 6, 2, 8]);
+        assert_eq!(waiting.len(), 3);
+        let mut held = waiting.held();
+        held.sort();
+        assert_eq!(
+            held,
+            [
+                ("busy.example".to_owned(), 5),
+                ("quiet.example".to_owned(), 2),
+                ("trusted.example".to_owned(), 1),
+            ]
+        );
+        // A finished job frees its host's slot, and its next job is ready.
+        waiting.finished("busy.example");
+        assert_eq!(drain(&mut waiting), [3]);
+        waiting.finished("quiet.example");
+        assert_eq!(drain(&mut waiting), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn a_hosts_waiting_jobs_are_taken_back_and_finished_hosts_forgotten() {
+        let mut waiting = Waiting::new(1);
+        let now = Instant::now();
+        for id in 1..=3 {
+            waiting.push(job(id, "down.example", false), now);
+        }
+        waiting.push(job(4, "up.example", false), now);
+        assert_eq!(drain(&mut waiting), [1, 4]);
+        assert_eq!(waiting.remove("down.example"), [2, 3]);
+        assert_eq!(waiting.len(), 0);
+        waiting.finished("down.example");
+        assert_eq!(drain(&mut waiting), Vec::<i64>::new());
+        waiting.finished("up.example");
+        assert!(waiting.held().is_empty());
+        assert!(waiting.hosts.is_empty(), "{:?}", waiting.hosts.keys());
+        // Jobs claimed later are served as before.
+        waiting.push(job(5, "down.example", false), now);
+        assert_eq!(drain(&mut waiting), [5]);
     }
 }
