@@ -242,6 +242,26 @@ impl Servers {
         }
     }
 
+    /// The server `account` does not live on.
+    fn other_than(&self, account: &Account) -> &TestApp {
+        if account.uri.starts_with(&self.alpha.base_url) {
+            &self.beta
+        } else {
+            &self.alpha
+        }
+    }
+
+    /// The activity id (a Like's, an Announce's, a Block's) that `sql`
+    /// finds for `binds` on `actor`'s own server, once the other server
+    /// holds the same one.
+    async fn crossed(&self, actor: &Account, sql: &str, binds: &[&str]) -> String {
+        let home = self.home_of(actor);
+        let id = text(home, sql, binds).await;
+        let id = id.unwrap_or_else(|| panic!("{} has nothing for {sql} {binds:?}", home.base_url));
+        until_sql(self.other_than(actor), Some(&id), sql, binds).await;
+        id
+    }
+
     /// `account`'s address, `handle@host:port`, as the other server asks
     /// WebFinger for it.
     fn address(&self, account: &Account) -> String {
@@ -961,9 +981,7 @@ async fn favorites_and_reblogs_cross_over_and_are_taken_back() {
         .ok(Some(&bob.token), FAVORITE, json!({ "p": post }))
         .await;
     assert_eq!(favorited["favorite"]["favorited"], true);
-    let like = text(beta, LIKE_ID, &[&bob.uri, &post]).await;
-    let like = like.unwrap_or_else(|| panic!("beta has no favorite"));
-    until_sql(alpha, Some(&like), LIKE_ID, &[&bob.uri, &post]).await;
+    s.crossed(bob, LIKE_ID, &[&bob.uri, &post]).await;
     until_graphql(
         alpha,
         Some(&alice.token),
@@ -989,9 +1007,7 @@ async fn favorites_and_reblogs_cross_over_and_are_taken_back() {
         .ok(Some(&bob.token), REBLOG, json!({ "p": post }))
         .await;
     assert_eq!(reblogged["reblog"]["reblogged"], true);
-    let announce = text(beta, ANNOUNCE_ID, &[&bob.uri, &post]).await;
-    let announce = announce.unwrap_or_else(|| panic!("beta has no reblog"));
-    until_sql(alpha, Some(&announce), ANNOUNCE_ID, &[&bob.uri, &post]).await;
+    s.crossed(bob, ANNOUNCE_ID, &[&bob.uri, &post]).await;
     until_graphql(
         alpha,
         Some(&alice.token),
@@ -1070,9 +1086,7 @@ async fn favorites_and_reblogs_cross_over_and_are_taken_back() {
     .await;
     beta.ok(Some(&bob.token), FAVORITE, json!({ "p": private }))
         .await;
-    let like = text(beta, LIKE_ID, &[&bob.uri, &private]).await;
-    assert!(like.is_some());
-    until_sql(alpha, like.as_deref(), LIKE_ID, &[&bob.uri, &private]).await;
+    s.crossed(bob, LIKE_ID, &[&bob.uri, &private]).await;
     let replied = beta
         .ok(
             Some(&bob.token),
@@ -1119,15 +1133,11 @@ async fn favorites_and_reblogs_cross_over_and_are_taken_back() {
     alpha
         .ok(Some(&alice.token), FAVORITE, json!({ "p": daves }))
         .await;
-    let like = text(alpha, LIKE_ID, &[&alice.uri, &daves]).await;
-    let like = like.unwrap_or_else(|| panic!("alpha has no favorite"));
-    until_sql(beta, Some(&like), LIKE_ID, &[&alice.uri, &daves]).await;
+    s.crossed(alice, LIKE_ID, &[&alice.uri, &daves]).await;
     alpha
         .ok(Some(&alice.token), REBLOG, json!({ "p": daves }))
         .await;
-    let announce = text(alpha, ANNOUNCE_ID, &[&alice.uri, &daves]).await;
-    let announce = announce.unwrap_or_else(|| panic!("alpha has no reblog"));
-    until_sql(beta, Some(&announce), ANNOUNCE_ID, &[&alice.uri, &daves]).await;
+    s.crossed(alice, ANNOUNCE_ID, &[&alice.uri, &daves]).await;
     until_graphql(
         beta,
         Some(&dave.token),
@@ -1222,9 +1232,7 @@ async fn blocks_sever_follows_both_ways_and_are_lifted() {
         .ok(Some(&alice.token), BLOCK, json!({ "a": bob.uri }))
         .await;
     assert_eq!(blocked["block"]["blocking"], true);
-    let block_id = text(alpha, BLOCK_ID, &[&alice.uri, &bob.uri]).await;
-    let block_id = block_id.unwrap_or_else(|| panic!("alpha has no block"));
-    until_sql(beta, Some(&block_id), BLOCK_ID, &[&alice.uri, &bob.uri]).await;
+    s.crossed(alice, BLOCK_ID, &[&alice.uri, &bob.uri]).await;
     follow_is(&s, bob, alice, None).await;
     follow_is(&s, alice, bob, None).await;
     until_graphql(
@@ -1276,9 +1284,7 @@ async fn blocks_sever_follows_both_ways_and_are_lifted() {
     alpha
         .ok(Some(&alice.token), BLOCK, json!({ "a": s.address(dave) }))
         .await;
-    let block_id = text(alpha, BLOCK_ID, &[&alice.uri, &dave.uri]).await;
-    let block_id = block_id.unwrap_or_else(|| panic!("alpha has no block of dave"));
-    until_sql(beta, Some(&block_id), BLOCK_ID, &[&alice.uri, &dave.uri]).await;
+    s.crossed(alice, BLOCK_ID, &[&alice.uri, &dave.uri]).await;
     alpha
         .ok(Some(&alice.token), UNBLOCK, json!({ "a": dave.uri }))
         .await;
@@ -1287,9 +1293,7 @@ async fn blocks_sever_follows_both_ways_and_are_lifted() {
     // The other way: bob blocks alice, whom he follows.
     beta.ok(Some(&bob.token), BLOCK, json!({ "a": alice.uri }))
         .await;
-    let block_id = text(beta, BLOCK_ID, &[&bob.uri, &alice.uri]).await;
-    let block_id = block_id.unwrap_or_else(|| panic!("beta has no block"));
-    until_sql(alpha, Some(&block_id), BLOCK_ID, &[&bob.uri, &alice.uri]).await;
+    s.crossed(bob, BLOCK_ID, &[&bob.uri, &alice.uri]).await;
     follow_is(&s, bob, alice, None).await;
     until_graphql(
         alpha,
