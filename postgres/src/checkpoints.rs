@@ -44,6 +44,54 @@ pub async fn save<'e>(
     Ok(())
 }
 
+/// Moves `subscriber`'s checkpoint from `from` (`None`: it has none yet) to
+/// `to`, only if it still is at `from`. Returns false, changing nothing,
+/// when someone else moved it meanwhile: an admin replaying the
+/// subscriber, or a rebuild swapping in a projection's new tables. The
+/// subscriber must then drop what it was about to commit and resume from
+/// the stored checkpoint.
+///
+/// Take it first in the transaction that writes a subscriber's rows: the
+/// row lock it holds until commit is what a swap or a replay waits on, so
+/// neither can slip between the rows and the checkpoint.
+pub async fn advance<'e>(
+    executor: impl PgExecutor<'e>,
+    subscriber: &str,
+    from: Option<Position>,
+    to: Position,
+) -> Result<bool, sqlx::Error> {
+    let (major, minor) = to_db(to);
+    let moved =
+        match from {
+            None => sqlx::query(
+                "INSERT INTO subscriber_checkpoints (subscriber, position_major, position_minor)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (subscriber) DO NOTHING",
+            )
+            .bind(subscriber)
+            .bind(major)
+            .bind(minor)
+            .execute(executor)
+            .await?,
+            Some(from) => {
+                let (from_major, from_minor) = to_db(from);
+                sqlx::query(
+                    "UPDATE subscriber_checkpoints
+                 SET position_major = $2, position_minor = $3, updated_at = now()
+                 WHERE subscriber = $1 AND position_major = $4 AND position_minor = $5",
+                )
+                .bind(subscriber)
+                .bind(major)
+                .bind(minor)
+                .bind(from_major)
+                .bind(from_minor)
+                .execute(executor)
+                .await?
+            }
+        };
+    Ok(moved.rows_affected() == 1)
+}
+
 /// Every subscriber with a checkpoint, and its position.
 pub async fn list<'e>(
     executor: impl PgExecutor<'e>,

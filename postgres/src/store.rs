@@ -214,6 +214,60 @@ impl PgEventStore {
         &self.inner.pool
     }
 
+    /// Like [`EventStore::read_all`], through any connection to the store's
+    /// database (whatever its `search_path`), and only of the given types
+    /// when `types` says: up to `limit` events strictly after `after`, in log
+    /// order, all below the visibility horizon. Readers that only care about
+    /// a few types (a rebuild of one read model) need not carry the others
+    /// over the wire.
+    pub async fn read_after<'e>(
+        executor: impl PgExecutor<'e>,
+        after: Position,
+        types: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let (major, minor) = to_db(after);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<EventRow> = match types {
+            Some(types) => {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM public.events
+                      WHERE (transaction_id, seq) > ($1, $2)
+                        AND transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
+                        AND event_type = ANY($3)
+                      ORDER BY transaction_id, seq
+                      LIMIT $4"
+                ))
+                .bind(major)
+                .bind(minor)
+                .bind(types)
+                .bind(limit)
+                .fetch_all(executor)
+                .await
+            }
+            None => {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM public.events
+                      WHERE (transaction_id, seq) > ($1, $2)
+                        AND transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
+                      ORDER BY transaction_id, seq
+                      LIMIT $3"
+                ))
+                .bind(major)
+                .bind(minor)
+                .bind(limit)
+                .fetch_all(executor)
+                .await
+            }
+        }
+        .map_err(backend)?;
+        rows.into_iter().map(into_event).collect()
+    }
+
     /// Appends inside the caller's transaction. The events become visible
     /// when that transaction commits; call [`PgEventStore::appended`] then, so
     /// subscribers wake at once. Writers in transactions queue behind each

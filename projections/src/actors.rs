@@ -28,6 +28,14 @@ impl Projection for Actors {
         EVENTS.contains(&event_type)
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENTS)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["actors"]
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

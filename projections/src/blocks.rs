@@ -23,6 +23,14 @@ impl Projection for Blocks {
         EVENTS.contains(&event_type)
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENTS)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["blocks"]
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

@@ -30,6 +30,14 @@ impl Projection for Follows {
         EVENTS.contains(&event_type)
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENTS)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["follows"]
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

@@ -18,6 +18,7 @@ pub mod instances;
 pub mod notifications;
 pub mod posts;
 pub mod reblogs;
+pub mod rebuild;
 pub mod received;
 pub mod runner;
 pub mod timelines;

@@ -34,6 +34,14 @@ impl Projection for Notifications {
         EVENTS.contains(&event_type)
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENTS)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["notifications", "notification_local_actors"]
+    }
+
     async fn apply_all(
         &self,
         conn: &mut PgConnection,

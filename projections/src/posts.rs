@@ -43,6 +43,14 @@ impl Projection for Posts {
         EVENTS.contains(&event_type)
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENTS)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["posts", "post_edits"]
+    }
+
     async fn apply_all(
         &self,
         conn: &mut PgConnection,

@@ -34,6 +34,14 @@ impl Projection for Reblogs {
         EVENTS.contains(&event_type)
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENTS)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["reblogs"]
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

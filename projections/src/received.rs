@@ -38,6 +38,14 @@ impl Projection for Received {
         EVENTS.contains(&event_type)
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENTS)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["received_activities"]
+    }
+
     async fn apply_all(
         &self,
         conn: &mut PgConnection,

@@ -65,6 +65,18 @@ pub trait Projection: Send + Sync + 'static {
     /// Whether events of this type concern the projection.
     fn handles(&self, event_type: &str) -> bool;
 
+    /// The types [`Projection::handles`], when it can list them, so that a
+    /// rebuild reads only those from the log; `None` reads every event.
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
+    /// Every table the projection writes (its read model and its private
+    /// helper tables), unqualified. A rebuild fills copies of exactly these
+    /// in a schema of its own and swaps them in; a table missing here makes
+    /// the rebuild fail, never write to the live one.
+    fn tables(&self) -> &'static [&'static str];
+
     /// Writes what `event` means for the read model. Runs inside the
     /// transaction that also advances the checkpoint; must be idempotent.
     async fn apply(
@@ -138,21 +150,23 @@ pub async fn run(
     store: PgEventStore,
     projection: Arc<dyn Projection>,
 ) -> Result<(Progress, tokio::task::JoinHandle<()>), sqlx::Error> {
-    let start = checkpoints::load(store.pool(), projection.name())
-        .await?
-        .unwrap_or(Position::START);
-    let (tx, rx) = watch::channel(start);
-    let handle = tokio::spawn(run_from(store, projection, start, tx));
+    let saved = checkpoints::load(store.pool(), projection.name()).await?;
+    let (tx, rx) = watch::channel(saved.unwrap_or(Position::START));
+    let handle = tokio::spawn(run_from(store, projection, saved, tx));
     Ok((Progress(rx), handle))
 }
 
 async fn run_from(
     store: PgEventStore,
     projection: Arc<dyn Projection>,
-    mut checkpoint: Position,
+    // The checkpoint as stored, which every commit moves on from.
+    mut saved: Option<Position>,
     progress: watch::Sender<Position>,
 ) {
     let name = projection.name();
+    // Where reading has got to: ahead of `saved` while batches of events the
+    // projection ignores are skipped without a transaction.
+    let mut checkpoint = saved.unwrap_or(Position::START);
     let mut last_saved = std::time::Instant::now();
     'subscribe: loop {
         let mut events = store.subscribe_all(checkpoint).ready_chunks(BATCH);
@@ -173,9 +187,10 @@ async fn run_from(
             // A batch either applies whole, with its checkpoint, or not at
             // all; on failure it is retried, never skipped.
             loop {
-                match apply_batch(&store, projection.as_ref(), &batch, save_anyway).await {
+                match apply_batch(&store, projection.as_ref(), &batch, saved, save_anyway).await {
                     Ok(Some(Applied::Committed(position))) => {
                         checkpoint = position;
+                        saved = Some(position);
                         last_saved = std::time::Instant::now();
                         progress.send_replace(position);
                         break;
@@ -184,6 +199,26 @@ async fn run_from(
                         checkpoint = position;
                         progress.send_replace(position);
                         break;
+                    }
+                    Ok(Some(Applied::Moved)) => {
+                        // A rebuild swapped in new tables, or an admin
+                        // replayed the projection: carry on from where the
+                        // stored checkpoint now says.
+                        match checkpoints::load(store.pool(), name).await {
+                            Ok(stored) => {
+                                saved = stored;
+                                checkpoint = stored.unwrap_or(Position::START);
+                                progress.send_replace(checkpoint);
+                                tracing::info!(projection = name, %checkpoint, "checkpoint moved elsewhere; resuming from it");
+                                continue 'subscribe;
+                            }
+                            Err(error) => {
+                                failures += 1;
+                                tracing::error!(projection = name, %error, "cannot read the checkpoint; retrying");
+                                tokio::time::sleep(Duration::from_millis(200) * failures.min(50))
+                                    .await;
+                            }
+                        }
                     }
                     Ok(None) => break,
                     Err(error) => {
@@ -205,12 +240,16 @@ enum Applied {
     Committed(Position),
     /// Nothing in it concerned the projection: no transaction was needed.
     Skipped(Position),
+    /// The stored checkpoint is no longer where this runner left it: nothing
+    /// was written.
+    Moved,
 }
 
 async fn apply_batch(
     store: &PgEventStore,
     projection: &dyn Projection,
     batch: &[RecordedEvent],
+    saved: Option<Position>,
     save_checkpoint_anyway: bool,
 ) -> Result<Option<Applied>, ProjectionError> {
     let Some(last) = batch.last() else {
@@ -226,12 +265,16 @@ async fn apply_batch(
     sqlx::query("SET LOCAL synchronous_commit = off")
         .execute(&mut *tx)
         .await?;
+    // The checkpoint first: its row lock orders this batch with a rebuild's
+    // swap or an admin's replay, whichever comes first.
+    if !checkpoints::advance(&mut *tx, projection.name(), saved, last.position).await? {
+        return Ok(Some(Applied::Moved));
+    }
     let handled: Vec<&RecordedEvent> = batch
         .iter()
         .filter(|e| projection.handles(&e.event_type))
         .collect();
     projection.apply_all(&mut tx, &handled).await?;
-    checkpoints::save(&mut *tx, projection.name(), last.position).await?;
     tx.commit().await?;
     Ok(Some(Applied::Committed(last.position)))
 }

@@ -48,6 +48,20 @@ impl Projection for Timelines {
         EVENTS.contains(&event_type)
     }
 
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENTS)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "home_timeline",
+            "public_timeline",
+            "timeline_followers",
+            "timeline_blocks",
+            "timeline_local_actors",
+        ]
+    }
+
     async fn apply_all(
         &self,
         conn: &mut PgConnection,

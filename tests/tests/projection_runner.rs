@@ -28,6 +28,10 @@ impl Projection for Counter {
         event_type != "Ignored"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["counts"]
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
