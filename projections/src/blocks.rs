@@ -5,6 +5,7 @@ use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
 use crate::common::{decode, position};
+use crate::pairs::{Facts, PairEvents, PairRow, PairTable};
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `blocks` table.
@@ -29,6 +30,14 @@ impl Projection for Blocks {
 
     fn tables(&self) -> &'static [&'static str] {
         &["blocks"]
+    }
+
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        PAIRS.apply_all(self, conn, events).await
     }
 
     async fn apply(
@@ -68,3 +77,31 @@ impl Projection for Blocks {
         Ok(())
     }
 }
+
+/// Runs of blocks and unblocks, written together.
+const PAIRS: PairEvents = PairEvents {
+    table: PairTable {
+        table: "blocks",
+        keys: ["blocker", "blocked"],
+        columns: &["block_id"],
+    },
+    begins: "Blocked",
+    row: |event, f| {
+        Ok(PairRow::new(
+            event,
+            (
+                Facts::field(event, f.blocker, "blocker")?,
+                Facts::field(event, f.blocked, "blocked")?,
+            ),
+            vec![Facts::field(event, f.block_id, "block_id")?],
+            event.recorded_at,
+        ))
+    },
+    ends: "Unblocked",
+    key: |event, f| {
+        Ok((
+            Facts::field(event, f.blocker, "blocker")?,
+            Facts::field(event, f.blocked, "blocked")?,
+        ))
+    },
+};

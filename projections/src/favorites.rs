@@ -5,6 +5,7 @@ use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
 use crate::common::{Interaction, InteractionTable, decode};
+use crate::pairs::{Facts, PairEvents, PairRow, PairTable};
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `favorites` table.
@@ -42,6 +43,14 @@ impl Projection for Favorites {
         &["favorites"]
     }
 
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        PAIRS.apply_all(self, conn, events).await
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -67,3 +76,34 @@ impl Projection for Favorites {
         Ok(())
     }
 }
+
+/// Runs of favorites and their undoing, written together.
+const PAIRS: PairEvents = PairEvents {
+    table: PairTable {
+        table: "favorites",
+        keys: ["actor", "post"],
+        columns: &["post_author", "like_id"],
+    },
+    begins: "Favorited",
+    row: |event, f| {
+        Ok(PairRow::new(
+            event,
+            (
+                Facts::field(event, f.actor, "actor")?,
+                Facts::field(event, f.post, "post")?,
+            ),
+            vec![
+                Facts::field(event, f.post_author, "post_author")?,
+                Facts::field(event, f.like_id, "like_id")?,
+            ],
+            event.recorded_at,
+        ))
+    },
+    ends: "Unfavorited",
+    key: |event, f| {
+        Ok((
+            Facts::field(event, f.actor, "actor")?,
+            Facts::field(event, f.post, "post")?,
+        ))
+    },
+};

@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
+use std::collections::HashMap;
+
 use crate::common::{decode, position};
+use crate::pairs::Facts;
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `follows` table.
@@ -36,6 +39,47 @@ impl Projection for Follows {
 
     fn tables(&self) -> &'static [&'static str] {
         &["follows"]
+    }
+
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut fold = FollowFold::default();
+        for event in events {
+            let state = match event.event_type.as_str() {
+                "FollowRequested" => Some("requested"),
+                "FollowAccepted" => Some("accepted"),
+                "FollowRejected" => Some("rejected"),
+                "Unfollowed" | "FollowSevered" => None,
+                _ => {
+                    fold.write(conn).await?;
+                    self.apply(conn, event).await?;
+                    continue;
+                }
+            };
+            let f = Facts::of(event)?;
+            let key = (
+                Facts::field(event, f.follower, "follower")?,
+                Facts::field(event, f.followee, "followee")?,
+            );
+            let change = match state {
+                None => Change::Ended,
+                Some(state) => {
+                    let row =
+                        Row::new(event, state, Facts::field(event, f.follow_id, "follow_id")?);
+                    if state == "requested" {
+                        Change::Requested(row)
+                    } else {
+                        Change::Answered(row)
+                    }
+                }
+            };
+            fold.change(key, change);
+        }
+        fold.write(conn).await?;
+        Ok(())
     }
 
     async fn apply(
@@ -160,4 +204,198 @@ async fn ended(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// What a follow event does to its pair's row.
+enum Change {
+    /// A request: the row is (re)written whole, unless it already stands
+    /// for this request or a later one.
+    Requested(Row),
+    /// An answer: the row takes its state (and is made if it was missing,
+    /// dated by the answer).
+    Answered(Row),
+    /// The follow ended: the row goes.
+    Ended,
+}
+
+#[derive(Clone, Debug)]
+struct Row {
+    state: &'static str,
+    follow_id: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    position: (i64, i64),
+}
+
+impl Row {
+    fn new(event: &RecordedEvent, state: &'static str, follow_id: String) -> Self {
+        Self {
+            state,
+            follow_id,
+            created_at: event.recorded_at,
+            updated_at: event.recorded_at,
+            position: position(event),
+        }
+    }
+
+    /// Takes a later answer's state, as its update of the row does.
+    fn answered(&mut self, answer: Row) {
+        self.state = answer.state;
+        self.follow_id = answer.follow_id;
+        self.updated_at = answer.updated_at;
+    }
+}
+
+/// Rows as the columns of an `unnest`.
+#[derive(Default)]
+struct Rows<'a> {
+    follower: Vec<&'a str>,
+    followee: Vec<&'a str>,
+    state: Vec<&'a str>,
+    follow_id: Vec<&'a str>,
+    created_at: Vec<chrono::DateTime<chrono::Utc>>,
+    updated_at: Vec<chrono::DateTime<chrono::Utc>>,
+    major: Vec<i64>,
+    minor: Vec<i64>,
+}
+
+impl<'a> Rows<'a> {
+    fn push(&mut self, key: &'a (String, String), row: &'a Row) {
+        self.follower.push(&key.0);
+        self.followee.push(&key.1);
+        self.state.push(row.state);
+        self.follow_id.push(&row.follow_id);
+        self.created_at.push(row.created_at);
+        self.updated_at.push(row.updated_at);
+        self.major.push(row.position.0);
+        self.minor.push(row.position.1);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.follower.is_empty()
+    }
+
+    fn bind(
+        self,
+        query: sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.follower)
+            .bind(self.followee)
+            .bind(self.state)
+            .bind(self.follow_id)
+            .bind(self.created_at)
+            .bind(self.updated_at)
+            .bind(self.major)
+            .bind(self.minor)
+    }
+}
+
+/// The net change of a run of events to one pair, as the three statements
+/// below write it: a delete, then a request's upsert, then an answer's.
+#[derive(Debug, Default)]
+struct Net {
+    delete: bool,
+    request: Option<Row>,
+    /// An answer to a request outside the run: the first answer's time and
+    /// position (it made the row, if there was none), the last one's state.
+    answer: Option<Row>,
+}
+
+/// Runs of follow events folded into the net change per pair, written with
+/// three statements: exactly what applying them one by one writes.
+#[derive(Debug, Default)]
+struct FollowFold {
+    order: Vec<(String, String)>,
+    net: HashMap<(String, String), Net>,
+}
+
+impl FollowFold {
+    fn change(&mut self, key: (String, String), change: Change) {
+        if !self.net.contains_key(&key) {
+            self.order.push(key.clone());
+        }
+        let net = self.net.entry(key).or_default();
+        match change {
+            Change::Requested(row) => {
+                net.request = Some(row);
+                net.answer = None;
+            }
+            Change::Answered(row) => match (&mut net.request, &mut net.answer) {
+                (Some(request), _) => request.answered(row),
+                (None, Some(answer)) => answer.answered(row),
+                (None, None) => net.answer = Some(row),
+            },
+            Change::Ended => {
+                net.delete = true;
+                net.request = None;
+                net.answer = None;
+            }
+        }
+    }
+
+    async fn write(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let mut deleted: [Vec<&str>; 2] = [Vec::new(), Vec::new()];
+        let mut requests = Rows::default();
+        let mut answers = Rows::default();
+        for key in &self.order {
+            let Some(net) = self.net.get(key) else {
+                continue;
+            };
+            if net.delete {
+                deleted[0].push(&key.0);
+                deleted[1].push(&key.1);
+            }
+            if let Some(row) = &net.request {
+                requests.push(key, row);
+            }
+            if let Some(row) = &net.answer {
+                answers.push(key, row);
+            }
+        }
+        if !deleted[0].is_empty() {
+            sqlx::query(
+                "DELETE FROM follows f USING unnest($1::text[], $2::text[]) AS k (follower, followee)
+                 WHERE f.follower = k.follower AND f.followee = k.followee",
+            )
+            .bind(&deleted[0])
+            .bind(&deleted[1])
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !requests.is_empty() {
+            requests
+                .bind(sqlx::query(
+                    "INSERT INTO follows (follower, followee, state, follow_id, created_at, updated_at,
+                                          position_major, position_minor)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                          $5::timestamptz[], $6::timestamptz[], $7::int8[], $8::int8[])
+                     ON CONFLICT (follower, followee) DO UPDATE
+                     SET state = excluded.state, follow_id = excluded.follow_id,
+                         created_at = excluded.created_at, updated_at = excluded.updated_at,
+                         position_major = excluded.position_major, position_minor = excluded.position_minor
+                     WHERE (follows.position_major, follows.position_minor)
+                         < (excluded.position_major, excluded.position_minor)",
+                ))
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !answers.is_empty() {
+            answers
+                .bind(sqlx::query(
+                    "INSERT INTO follows (follower, followee, state, follow_id, created_at, updated_at,
+                                          position_major, position_minor)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                          $5::timestamptz[], $6::timestamptz[], $7::int8[], $8::int8[])
+                     ON CONFLICT (follower, followee) DO UPDATE
+                     SET state = excluded.state, follow_id = excluded.follow_id,
+                         updated_at = excluded.updated_at",
+                ))
+                .execute(&mut *conn)
+                .await?;
+        }
+        self.order.clear();
+        self.net.clear();
+        Ok(())
+    }
 }

@@ -16,6 +16,7 @@ pub mod favorites;
 pub mod follows;
 pub mod instances;
 pub mod notifications;
+mod pairs;
 pub mod posts;
 pub mod reblogs;
 pub mod rebuild;

@@ -5,6 +5,7 @@ use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
 use crate::common::{Interaction, InteractionTable, decode};
+use crate::pairs::{Facts, PairEvents, PairRow, PairTable};
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `reblogs` table.
@@ -42,6 +43,14 @@ impl Projection for Reblogs {
         &["reblogs"]
     }
 
+    async fn apply_all(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        PAIRS.apply_all(self, conn, events).await
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -68,3 +77,38 @@ impl Projection for Reblogs {
         Ok(())
     }
 }
+
+/// Runs of reblogs and their undoing, written together.
+const PAIRS: PairEvents = PairEvents {
+    table: PairTable {
+        table: "reblogs",
+        keys: ["actor", "post"],
+        columns: &["post_author", "announce_id"],
+    },
+    begins: "Reblogged",
+    row: |event, f| {
+        // The Announce's own `published` dates it, as remote servers see.
+        let at = f.published.ok_or_else(|| {
+            ProjectionError::payload(event, serde::de::Error::custom("missing field `published`"))
+        })?;
+        Ok(PairRow::new(
+            event,
+            (
+                Facts::field(event, f.actor, "actor")?,
+                Facts::field(event, f.post, "post")?,
+            ),
+            vec![
+                Facts::field(event, f.post_author, "post_author")?,
+                Facts::field(event, f.announce_id, "announce_id")?,
+            ],
+            at,
+        ))
+    },
+    ends: "Unreblogged",
+    key: |event, f| {
+        Ok((
+            Facts::field(event, f.actor, "actor")?,
+            Facts::field(event, f.post, "post")?,
+        ))
+    },
+};

@@ -1,0 +1,261 @@
+//! Writing runs of events about pairs (who favorites, reblogs or blocks
+//! what) with a few statements per run instead of one per event.
+//!
+//! A run is folded in memory into the net change per pair, in log order,
+//! then written as one `DELETE` of the pairs that ended and one `INSERT` of
+//! the pairs that began, which is exactly what applying the events one by
+//! one writes. Events about many pairs at once (a deleted post or actor)
+//! write what was folded so far, then their own statement.
+
+use std::collections::HashMap;
+
+use chorus_domain::RecordedEvent;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::PgConnection;
+
+use crate::ProjectionError;
+use crate::common::{decode, position};
+
+/// The facts the pair tables need from any of the events they read; the
+/// rest of a payload (the embedded activity) is skipped, not parsed.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Facts {
+    pub actor: Option<String>,
+    pub post: Option<String>,
+    pub post_author: Option<String>,
+    pub like_id: Option<String>,
+    pub announce_id: Option<String>,
+    pub published: Option<DateTime<Utc>>,
+    pub follower: Option<String>,
+    pub followee: Option<String>,
+    pub follow_id: Option<String>,
+    pub blocker: Option<String>,
+    pub blocked: Option<String>,
+    pub block_id: Option<String>,
+}
+
+/// The highest schema version of the events read here that [`Facts`]
+/// understands (every one of them is at version 1).
+const KNOWN_VERSION: u32 = 1;
+
+impl Facts {
+    /// Reads the facts of `event`. A newer schema version is refused the way
+    /// the full decoding refuses it, so the projection waits for a release
+    /// that understands it.
+    pub fn of(event: &RecordedEvent) -> Result<Self, ProjectionError> {
+        if event.schema_version > KNOWN_VERSION {
+            decode(event)?;
+        }
+        event
+            .payload
+            .decode()
+            .map_err(|source| ProjectionError::payload(event, source))
+    }
+
+    /// A field an event of this type always has.
+    pub fn field(
+        event: &RecordedEvent,
+        value: Option<String>,
+        name: &str,
+    ) -> Result<String, ProjectionError> {
+        value.ok_or_else(|| {
+            ProjectionError::payload(
+                event,
+                serde::de::Error::custom(format!("missing field `{name}`")),
+            )
+        })
+    }
+}
+
+/// A table with one row per pair, removed when the pair ends: its name,
+/// the two key columns and the other text columns, besides `created_at`,
+/// `position_major` and `position_minor`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PairTable {
+    pub table: &'static str,
+    pub keys: [&'static str; 2],
+    pub columns: &'static [&'static str],
+}
+
+/// A row to insert: the key, the other text columns (in the table's order),
+/// when, and the position of its event.
+#[derive(Clone, Debug)]
+pub(crate) struct PairRow {
+    pub key: (String, String),
+    pub values: Vec<String>,
+    pub at: DateTime<Utc>,
+    pub position: (i64, i64),
+}
+
+impl PairRow {
+    pub fn new(
+        event: &RecordedEvent,
+        key: (String, String),
+        values: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            key,
+            values,
+            at,
+            position: position(event),
+        }
+    }
+}
+
+/// The net change of a run to one pair.
+#[derive(Debug, Default)]
+struct Net {
+    /// The pair's row is deleted first.
+    delete: bool,
+    /// Then this row is inserted, unless the pair has one already.
+    insert: Option<PairRow>,
+}
+
+/// The net changes of a run so far, in the order pairs were first touched.
+#[derive(Debug, Default)]
+pub(crate) struct Fold {
+    order: Vec<(String, String)>,
+    net: HashMap<(String, String), Net>,
+}
+
+impl Fold {
+    fn entry(&mut self, key: (String, String)) -> &mut Net {
+        if !self.net.contains_key(&key) {
+            self.order.push(key.clone());
+        }
+        self.net.entry(key).or_default()
+    }
+
+    /// The pair began: its row is inserted, unless it already has one (an
+    /// event applied before, or a pair that began twice without ending).
+    pub fn insert(&mut self, row: PairRow) {
+        let net = self.entry(row.key.clone());
+        if net.insert.is_none() {
+            net.insert = Some(row);
+        }
+    }
+
+    /// The pair ended.
+    pub fn remove(&mut self, key: (String, String)) {
+        let net = self.entry(key);
+        net.delete = true;
+        net.insert = None;
+    }
+
+    /// Writes the net changes with two statements, and starts afresh.
+    pub async fn write(
+        &mut self,
+        conn: &mut PgConnection,
+        table: PairTable,
+    ) -> Result<(), sqlx::Error> {
+        let mut deleted: [Vec<&str>; 2] = [Vec::new(), Vec::new()];
+        let mut inserted: Vec<&PairRow> = Vec::new();
+        for key in &self.order {
+            let Some(net) = self.net.get(key) else {
+                continue;
+            };
+            if net.delete {
+                deleted[0].push(&key.0);
+                deleted[1].push(&key.1);
+            }
+            if let Some(row) = &net.insert {
+                inserted.push(row);
+            }
+        }
+        let [a, b] = table.keys;
+        if !deleted[0].is_empty() {
+            sqlx::query(&format!(
+                "DELETE FROM {table} t USING unnest($1::text[], $2::text[]) AS k (a, b)
+                 WHERE t.{a} = k.a AND t.{b} = k.b",
+                table = table.table
+            ))
+            .bind(&deleted[0])
+            .bind(&deleted[1])
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !inserted.is_empty() {
+            let n = table.columns.len();
+            let columns = table.columns.join(", ");
+            let arrays: String = (0..n).map(|i| format!("${}::text[], ", i + 3)).collect();
+            let sql = format!(
+                "INSERT INTO {t} ({a}, {b}, {columns}, created_at, position_major, position_minor)
+                 SELECT * FROM unnest($1::text[], $2::text[], {arrays}${}::timestamptz[], ${}::int8[], ${}::int8[])
+                 ON CONFLICT ({a}, {b}) DO NOTHING",
+                n + 3,
+                n + 4,
+                n + 5,
+                t = table.table,
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(
+                    inserted
+                        .iter()
+                        .map(|r| r.key.0.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    inserted
+                        .iter()
+                        .map(|r| r.key.1.as_str())
+                        .collect::<Vec<_>>(),
+                );
+            for i in 0..n {
+                query = query.bind(
+                    inserted
+                        .iter()
+                        .map(|r| r.values.get(i).map_or("", String::as_str))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            query
+                .bind(inserted.iter().map(|r| r.at).collect::<Vec<_>>())
+                .bind(inserted.iter().map(|r| r.position.0).collect::<Vec<_>>())
+                .bind(inserted.iter().map(|r| r.position.1).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
+        }
+        self.order.clear();
+        self.net.clear();
+        Ok(())
+    }
+}
+
+/// How a projection over a [`PairTable`] reads its events: the type that
+/// begins a pair and the row it inserts, the type that ends one and its key.
+/// Every other event it handles is applied on its own, in order.
+pub(crate) struct PairEvents {
+    pub table: PairTable,
+    pub begins: &'static str,
+    pub row: fn(&RecordedEvent, Facts) -> Result<PairRow, ProjectionError>,
+    pub ends: &'static str,
+    pub key: fn(&RecordedEvent, Facts) -> Result<(String, String), ProjectionError>,
+}
+
+impl PairEvents {
+    /// Applies `events` in order: runs of pairs beginning and ending are
+    /// folded and written together.
+    pub async fn apply_all<P: crate::Projection + ?Sized>(
+        &self,
+        projection: &P,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut fold = Fold::default();
+        for event in events {
+            let kind = event.event_type.as_str();
+            if kind == self.begins {
+                fold.insert((self.row)(event, Facts::of(event)?)?);
+            } else if kind == self.ends {
+                fold.remove((self.key)(event, Facts::of(event)?)?);
+            } else {
+                fold.write(conn, self.table).await?;
+                projection.apply(conn, event).await?;
+            }
+        }
+        fold.write(conn, self.table).await?;
+        Ok(())
+    }
+}
