@@ -78,6 +78,9 @@ pub(crate) struct PairTable {
     pub columns: &'static [&'static str],
 }
 
+/// The two key columns' values of a pair.
+pub(crate) type PairKey = (String, String);
+
 /// A row to insert: the key, the other text columns (in the table's order),
 /// when, and the position of its event.
 #[derive(Clone, Debug)]
@@ -231,7 +234,7 @@ pub(crate) struct PairEvents {
     pub begins: &'static str,
     pub row: fn(&RecordedEvent, Facts) -> Result<PairRow, ProjectionError>,
     pub ends: &'static str,
-    pub key: fn(&RecordedEvent, Facts) -> Result<(String, String), ProjectionError>,
+    pub key: fn(&RecordedEvent, Facts) -> Result<PairKey, ProjectionError>,
 }
 
 impl PairEvents {
