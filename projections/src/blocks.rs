@@ -104,4 +104,5 @@ const PAIRS: PairEvents = PairEvents {
             Facts::field(event, f.blocked, "blocked")?,
         ))
     },
+    wipes: &[],
 };

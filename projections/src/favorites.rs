@@ -106,4 +106,9 @@ const PAIRS: PairEvents = PairEvents {
             Facts::field(event, f.post, "post")?,
         ))
     },
+    wipes: &[
+        ("PostDeleted", &["post"]),
+        ("RemotePostDeleted", &["post"]),
+        ("RemoteActorDeleted", &["actor", "post_author"]),
+    ],
 };

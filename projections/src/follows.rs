@@ -53,6 +53,10 @@ impl Projection for Follows {
                 "FollowAccepted" => Some("accepted"),
                 "FollowRejected" => Some("rejected"),
                 "Unfollowed" | "FollowSevered" => None,
+                "RemoteActorDeleted" => {
+                    fold.wipe(Facts::field(event, Facts::of(event)?.uri, "uri")?);
+                    continue;
+                }
                 _ => {
                     fold.write(conn).await?;
                     self.apply(conn, event).await?;
@@ -308,9 +312,24 @@ struct Net {
 struct FollowFold {
     order: Vec<(String, String)>,
     net: HashMap<(String, String), Net>,
+    /// Deleted actors: every follow from or of them goes.
+    wiped: Vec<String>,
 }
 
 impl FollowFold {
+    /// A deleted actor follows no one and is followed by no one: rows
+    /// already written and rows still to write.
+    fn wipe(&mut self, actor: String) {
+        for (key, net) in &mut self.net {
+            if key.0 == actor || key.1 == actor {
+                net.delete = true;
+                net.request = None;
+                net.answer = None;
+            }
+        }
+        self.wiped.push(actor);
+    }
+
     fn change(&mut self, key: (String, String), change: Change) {
         if !self.net.contains_key(&key) {
             self.order.push(key.clone());
@@ -352,6 +371,12 @@ impl FollowFold {
             if let Some(row) = &net.answer {
                 answers.push(key, row);
             }
+        }
+        if !self.wiped.is_empty() {
+            sqlx::query("DELETE FROM follows WHERE follower = ANY($1) OR followee = ANY($1)")
+                .bind(&self.wiped)
+                .execute(&mut *conn)
+                .await?;
         }
         if !deleted[0].is_empty() {
             sqlx::query(
@@ -396,6 +421,7 @@ impl FollowFold {
         }
         self.order.clear();
         self.net.clear();
+        self.wiped.clear();
         Ok(())
     }
 }

@@ -2,10 +2,12 @@
 //! what) with a few statements per run instead of one per event.
 //!
 //! A run is folded in memory into the net change per pair, in log order,
-//! then written as one `DELETE` of the pairs that ended and one `INSERT` of
+//! then written as one `DELETE` of every pair a deleted post or actor took
+//! along (a wipe), one `DELETE` of the pairs that ended and one `INSERT` of
 //! the pairs that began, which is exactly what applying the events one by
-//! one writes. Events about many pairs at once (a deleted post or actor)
-//! write what was folded so far, then their own statement.
+//! one writes: a wipe or an end removes the pending insert of every pair it
+//! touches, so whatever is still to insert came after the last removal of
+//! its pair, and every removal can go first.
 
 use std::collections::HashMap;
 
@@ -27,6 +29,7 @@ pub(crate) struct Facts {
     pub like_id: Option<String>,
     pub announce_id: Option<String>,
     pub published: Option<DateTime<Utc>>,
+    pub uri: Option<String>,
     pub follower: Option<String>,
     pub followee: Option<String>,
     pub follow_id: Option<String>,
@@ -119,12 +122,28 @@ struct Net {
 /// The net changes of a run so far, in the order pairs were first touched.
 #[derive(Debug, Default)]
 pub(crate) struct Fold {
-    order: Vec<(String, String)>,
-    net: HashMap<(String, String), Net>,
+    order: Vec<PairKey>,
+    net: HashMap<PairKey, Net>,
+    /// Rows whose value in any of these columns is one of these go.
+    wipes: Vec<(&'static [&'static str], Vec<String>)>,
+}
+
+impl PairTable {
+    /// The value of `column` in a row about to be inserted.
+    fn value<'a>(&self, column: &str, row: &'a PairRow) -> Option<&'a str> {
+        if column == self.keys[0] {
+            return Some(&row.key.0);
+        }
+        if column == self.keys[1] {
+            return Some(&row.key.1);
+        }
+        let i = self.columns.iter().position(|c| *c == column)?;
+        row.values.get(i).map(String::as_str)
+    }
 }
 
 impl Fold {
-    fn entry(&mut self, key: (String, String)) -> &mut Net {
+    fn entry(&mut self, key: PairKey) -> &mut Net {
         if !self.net.contains_key(&key) {
             self.order.push(key.clone());
         }
@@ -141,18 +160,49 @@ impl Fold {
     }
 
     /// The pair ended.
-    pub fn remove(&mut self, key: (String, String)) {
+    pub fn remove(&mut self, key: PairKey) {
         let net = self.entry(key);
         net.delete = true;
         net.insert = None;
     }
 
-    /// Writes the net changes with two statements, and starts afresh.
+    /// Every row whose value in one of `columns` is `value` goes (a deleted
+    /// post or actor), those already written and those still to insert.
+    pub fn wipe(&mut self, table: PairTable, columns: &'static [&'static str], value: String) {
+        for net in self.net.values_mut() {
+            let hit = net.insert.as_ref().is_some_and(|row| {
+                columns
+                    .iter()
+                    .any(|c| table.value(c, row) == Some(value.as_str()))
+            });
+            if hit {
+                net.delete = true;
+                net.insert = None;
+            }
+        }
+        match self.wipes.iter_mut().find(|(c, _)| *c == columns) {
+            Some((_, values)) => values.push(value),
+            None => self.wipes.push((columns, vec![value])),
+        }
+    }
+
+    /// Writes the net changes with a few statements, and starts afresh.
     pub async fn write(
         &mut self,
         conn: &mut PgConnection,
         table: PairTable,
     ) -> Result<(), sqlx::Error> {
+        for (columns, values) in &self.wipes {
+            let matches: Vec<String> = columns.iter().map(|c| format!("{c} = ANY($1)")).collect();
+            sqlx::query(&format!(
+                "DELETE FROM {} WHERE {}",
+                table.table,
+                matches.join(" OR ")
+            ))
+            .bind(values)
+            .execute(&mut *conn)
+            .await?;
+        }
         let mut deleted: [Vec<&str>; 2] = [Vec::new(), Vec::new()];
         let mut inserted: Vec<&PairRow> = Vec::new();
         for key in &self.order {
@@ -222,24 +272,27 @@ impl Fold {
         }
         self.order.clear();
         self.net.clear();
+        self.wipes.clear();
         Ok(())
     }
 }
 
 /// How a projection over a [`PairTable`] reads its events: the type that
-/// begins a pair and the row it inserts, the type that ends one and its key.
-/// Every other event it handles is applied on its own, in order.
+/// begins a pair and the row it inserts, the type that ends one and its key,
+/// and the types that wipe every pair whose value in some columns is the
+/// event's `uri` (a deleted post or actor). Any other event it handles is
+/// applied on its own, in order.
 pub(crate) struct PairEvents {
     pub table: PairTable,
     pub begins: &'static str,
     pub row: fn(&RecordedEvent, Facts) -> Result<PairRow, ProjectionError>,
     pub ends: &'static str,
     pub key: fn(&RecordedEvent, Facts) -> Result<PairKey, ProjectionError>,
+    pub wipes: &'static [(&'static str, &'static [&'static str])],
 }
 
 impl PairEvents {
-    /// Applies `events` in order: runs of pairs beginning and ending are
-    /// folded and written together.
+    /// Applies `events` in order, folded and written together.
     pub async fn apply_all<P: crate::Projection + ?Sized>(
         &self,
         projection: &P,
@@ -253,6 +306,9 @@ impl PairEvents {
                 fold.insert((self.row)(event, Facts::of(event)?)?);
             } else if kind == self.ends {
                 fold.remove((self.key)(event, Facts::of(event)?)?);
+            } else if let Some((_, columns)) = self.wipes.iter().find(|(t, _)| *t == kind) {
+                let uri = Facts::field(event, Facts::of(event)?.uri, "uri")?;
+                fold.wipe(self.table, columns, uri);
             } else {
                 fold.write(conn, self.table).await?;
                 projection.apply(conn, event).await?;

@@ -111,4 +111,9 @@ const PAIRS: PairEvents = PairEvents {
             Facts::field(event, f.post, "post")?,
         ))
     },
+    wipes: &[
+        ("PostDeleted", &["post"]),
+        ("RemotePostDeleted", &["post"]),
+        ("RemoteActorDeleted", &["actor", "post_author"]),
+    ],
 };

@@ -347,6 +347,7 @@ async fn fill_and_swap(
     for target in &targets {
         let mut conn = shadow_connection(pool, &target.schema).await?;
         create_copies(&mut conn, target).await?;
+        create_indexes(&mut conn, target).await?;
         connections.push(conn);
     }
     // What to read: the union of the types the projections read, unless one
@@ -389,7 +390,7 @@ async fn fill_and_swap(
     }
     reader.abort();
     for (target, conn) in targets.iter().zip(connections.iter_mut()) {
-        create_indexes(conn, target).await?;
+        analyze(conn, target).await?;
     }
     for (target, conn) in targets.iter_mut().zip(connections.iter_mut()) {
         swap(conn, target).await?;
@@ -463,9 +464,8 @@ async fn count_totals(pool: &PgPool, targets: &mut [Target]) -> Result<(), sqlx:
 }
 
 /// Creates the copies of a projection's tables, empty, with their columns,
-/// defaults, checks, storage settings and the constraints that upserts need
-/// (primary keys, unique constraints); their other indexes come once they
-/// are filled, which is faster than keeping them up to date row by row.
+/// defaults, checks, storage settings and the constraints backed by an
+/// index (primary keys, unique constraints), under the live ones' names.
 async fn create_copies(conn: &mut PgConnection, target: &Target) -> Result<(), sqlx::Error> {
     let schema = ident(&target.schema);
     sqlx::raw_sql(&format!(
@@ -516,7 +516,9 @@ async fn create_copies(conn: &mut PgConnection, target: &Target) -> Result<(), s
     Ok(())
 }
 
-/// The live tables' other indexes, on the filled copies, under the same names.
+/// The live tables' other indexes, on the copies, under the same names.
+/// They are made before the copies are filled: the events that remove
+/// every row of a deleted post or actor find those rows through them.
 async fn create_indexes(conn: &mut PgConnection, target: &Target) -> Result<(), sqlx::Error> {
     let schema = ident(&target.schema);
     for table in target.projection.tables() {
@@ -546,7 +548,15 @@ async fn create_indexes(conn: &mut PgConnection, target: &Target) -> Result<(), 
             }
             sqlx::query(&definition).execute(&mut *conn).await?;
         }
-        sqlx::query(&format!("ANALYZE {schema}.{table}"))
+    }
+    Ok(())
+}
+
+/// Planner statistics for the filled copies, before they serve.
+async fn analyze(conn: &mut PgConnection, target: &Target) -> Result<(), sqlx::Error> {
+    let schema = ident(&target.schema);
+    for table in target.projection.tables() {
+        sqlx::query(&format!("ANALYZE {schema}.{}", ident(table)))
             .execute(&mut *conn)
             .await?;
     }

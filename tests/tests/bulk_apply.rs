@@ -33,7 +33,7 @@ fn random_event(rng: &mut StdRng, n: usize) -> (&'static str, Value) {
     let p = post(rng.random_range(0..POSTS));
     let id = format!("https://x.example/activities/{n}");
     let at = "2026-12-03T10:00:00.123456Z";
-    match rng.random_range(0..16) {
+    match rng.random_range(0..17) {
         0 | 1 => (
             "FollowRequested",
             json!({"follower": a, "followee": b, "follow_id": id, "activity": {"type": "Follow"}}),
@@ -83,6 +83,10 @@ fn random_event(rng: &mut StdRng, n: usize) -> (&'static str, Value) {
             json!({"uri": p, "author": b, "deleted_at": at}),
         ),
         14 => ("RemoteActorDeleted", json!({"uri": a, "deleted_at": at})),
+        15 => (
+            "PostDeleted",
+            json!({"post_id": uuid::Uuid::new_v4(), "uri": p, "author": b, "deleted_at": at, "activity": {}}),
+        ),
         _ => (
             "Favorited",
             json!({"actor": b, "post": p, "post_author": a, "like_id": id, "activity": {}}),
