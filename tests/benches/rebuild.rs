@@ -95,7 +95,7 @@ fn log(total: usize, rng: &mut StdRng) -> Vec<Vec<Seed>> {
             "Follow",
             &follower,
             json!(followee),
-            &[followee.clone()],
+            std::slice::from_ref(&followee),
             &[],
         );
         let payload = json!({"follower": follower, "followee": followee, "follow_id": id, "activity": follow});
@@ -116,7 +116,7 @@ fn log(total: usize, rng: &mut StdRng) -> Vec<Vec<Seed>> {
             accept,
             &followee,
             follow.clone(),
-            &[follower.clone()],
+            std::slice::from_ref(&follower),
             &[],
         );
         stages[1].push(Seed {
@@ -130,7 +130,7 @@ fn log(total: usize, rng: &mut StdRng) -> Vec<Vec<Seed>> {
                 &format!("{follower}#follows/{n}/undo"),
                 &follower,
                 follow,
-                &[followee.clone()],
+                std::slice::from_ref(&followee),
                 &[],
             );
             stages[2].push(Seed {
@@ -196,7 +196,7 @@ fn log(total: usize, rng: &mut StdRng) -> Vec<Vec<Seed>> {
                     &who,
                     act,
                     &[PUBLIC.to_owned()],
-                    &[author.clone()],
+                    std::slice::from_ref(&author),
                 );
                 stages[2].push(Seed {
                     stream,
@@ -217,7 +217,7 @@ fn log(total: usize, rng: &mut StdRng) -> Vec<Vec<Seed>> {
             "Block",
             &blocker,
             json!(blocked),
-            &[blocked.clone()],
+            std::slice::from_ref(&blocked),
             &[],
         );
         stages[0].push(Seed {
@@ -231,7 +231,7 @@ fn log(total: usize, rng: &mut StdRng) -> Vec<Vec<Seed>> {
                 &format!("{id}/undo"),
                 &blocker,
                 act,
-                &[blocked.clone()],
+                std::slice::from_ref(&blocked),
                 &[],
             );
             stages[2].push(Seed {
