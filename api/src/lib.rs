@@ -8,6 +8,7 @@ pub mod config;
 pub mod database;
 pub mod federation;
 pub mod graphql;
+pub mod history;
 pub mod http;
 pub mod keys;
 pub mod tokens;

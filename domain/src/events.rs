@@ -7,6 +7,11 @@
 use serde::de::DeserializeOwned;
 
 use crate::actors::ActorRegistered;
+use crate::admin::{
+    InboundReprocessed, InboundReprocessingRequested, ProjectionRebuildFinished,
+    ProjectionRebuildRequested, RedeliveryRequested, ReprocessedEffectsReleased,
+    SubscriberReplayed,
+};
 use crate::instances::{InstanceBlocked, InstanceUnblocked};
 use crate::interactions::{Favorited, Reblogged, Unfavorited, Unreblogged};
 use crate::posts::{PostCreated, PostDeleted, PostEdited};
@@ -83,6 +88,13 @@ domain_events! {
     RemotePostDeleted => "RemotePostDeleted" v 1,
     InstanceBlocked => "InstanceBlocked" v 1,
     InstanceUnblocked => "InstanceUnblocked" v 1,
+    ProjectionRebuildRequested => "ProjectionRebuildRequested" v 1,
+    ProjectionRebuildFinished => "ProjectionRebuildFinished" v 1,
+    InboundReprocessingRequested => "InboundReprocessingRequested" v 1,
+    InboundReprocessed => "InboundReprocessed" v 1,
+    ReprocessedEffectsReleased => "ReprocessedEffectsReleased" v 1,
+    SubscriberReplayed => "SubscriberReplayed" v 1,
+    RedeliveryRequested => "RedeliveryRequested" v 1,
 }
 
 /// A stored event of a known type that cannot be read.

@@ -214,14 +214,13 @@ impl PgEventStore {
         &self.inner.pool
     }
 
-    /// Like [`EventStore::read_all`], through any connection to the store's
-    /// database (whatever its `search_path`), and only of the given types
-    /// when `types` says: up to `limit` events strictly after `after`, in log
+    /// Like [`EventStore::read_all`], through any pool on the store's
+    /// database, and only of the given types when `types` says: up to `limit` events strictly after `after`, in log
     /// order, all below the visibility horizon. Readers that only care about
     /// a few types (a rebuild of one read model) need not carry the others
     /// over the wire.
-    pub async fn read_after<'e>(
-        executor: impl PgExecutor<'e>,
+    pub async fn read_after(
+        pool: &PgPool,
         after: Position,
         types: Option<&[String]>,
         limit: usize,
@@ -244,7 +243,7 @@ impl PgEventStore {
                 .bind(minor)
                 .bind(types)
                 .bind(limit)
-                .fetch_all(executor)
+                .fetch_all(pool)
                 .await
             }
             None => {
@@ -260,7 +259,7 @@ impl PgEventStore {
                 .bind(major)
                 .bind(minor)
                 .bind(limit)
-                .fetch_all(executor)
+                .fetch_all(pool)
                 .await
             }
         }

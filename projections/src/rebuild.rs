@@ -280,7 +280,17 @@ impl Rebuild {
     /// one's row tells how it went; `progress` is told (events done, events
     /// in all) after each batch. On failure the copies are dropped, the live
     /// tables stay as they were, and the row says why.
-    pub async fn run(self, progress: watch::Sender<(i64, i64)>) -> Result<(), RebuildError> {
+    pub fn run(
+        self,
+        progress: watch::Sender<(i64, i64)>,
+    ) -> futures::future::BoxFuture<'static, Result<(), RebuildError>> {
+        // Boxed as a `Send` future here, where the borrows inside it are
+        // concrete: spawning it unboxed trips the compiler's inference of
+        // `Send` through the executors it lends (rust-lang/rust#110338).
+        Box::pin(self.run_inner(progress))
+    }
+
+    async fn run_inner(self, progress: watch::Sender<(i64, i64)>) -> Result<(), RebuildError> {
         let pool = self.pool.clone();
         let ids: Vec<Uuid> = self.targets.iter().map(|t| t.id).collect();
         let heartbeat = tokio::spawn(heartbeat(pool.clone(), ids.clone()));
@@ -324,12 +334,12 @@ async fn heartbeat(pool: PgPool, ids: Vec<Uuid>) {
 /// forgot to declare is an error there, never a write to the live one.
 async fn shadow_connection(pool: &PgPool, schema: &str) -> Result<PgConnection, sqlx::Error> {
     let mut conn = PgConnection::connect_with(pool.connect_options().as_ref()).await?;
-    sqlx::raw_sql(&format!(
-        "SET search_path TO {}; SET synchronous_commit = off",
-        ident(schema)
-    ))
-    .execute(&mut conn)
-    .await?;
+    sqlx::query(&format!("SET search_path TO {}", ident(schema)))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("SET synchronous_commit = off")
+        .execute(&mut conn)
+        .await?;
     Ok(conn)
 }
 
@@ -378,10 +388,12 @@ async fn fill_and_swap(
         let Some(end) = page.last().map(|e| e.position) else {
             break;
         };
-        let applies = targets
-            .iter_mut()
-            .zip(connections.iter_mut())
-            .map(|(target, conn)| apply_page(conn, target, &page, end));
+        // Each projection writes on its own connection, side by side.
+        let mut applies: Vec<futures::future::BoxFuture<'_, Result<(), RebuildError>>> =
+            Vec::with_capacity(targets.len());
+        for (target, conn) in targets.iter_mut().zip(connections.iter_mut()) {
+            applies.push(Box::pin(apply_page(conn, target, &page, end)));
+        }
         futures::future::try_join_all(applies).await?;
         if last_published.elapsed() >= Duration::from_millis(200) {
             last_published = Instant::now();
@@ -393,7 +405,7 @@ async fn fill_and_swap(
         analyze(conn, target).await?;
     }
     for (target, conn) in targets.iter_mut().zip(connections.iter_mut()) {
-        swap(conn, target).await?;
+        swap(pool, conn, target).await?;
     }
     progress.send_replace(totals(&targets));
     for conn in connections {
@@ -468,11 +480,12 @@ async fn count_totals(pool: &PgPool, targets: &mut [Target]) -> Result<(), sqlx:
 /// index (primary keys, unique constraints), under the live ones' names.
 async fn create_copies(conn: &mut PgConnection, target: &Target) -> Result<(), sqlx::Error> {
     let schema = ident(&target.schema);
-    sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-    ))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut *conn)
+        .await?;
     for table in target.projection.tables() {
         let table = ident(table);
         sqlx::query(&format!(
@@ -596,11 +609,15 @@ async fn apply_page(
 
 /// Swaps the filled copies in for the live tables (see the module's
 /// documentation), trying again when readers hold the live tables too long.
-async fn swap(conn: &mut PgConnection, target: &mut Target) -> Result<(), RebuildError> {
+async fn swap(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    target: &mut Target,
+) -> Result<(), RebuildError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match try_swap(conn, target).await {
+        match try_swap(pool, conn, target).await {
             Ok(()) => return Ok(()),
             // 55P03: lock_not_available (the lock timeout).
             Err(RebuildError::Database(sqlx::Error::Database(db)))
@@ -618,7 +635,11 @@ async fn swap(conn: &mut PgConnection, target: &mut Target) -> Result<(), Rebuil
     }
 }
 
-async fn try_swap(conn: &mut PgConnection, target: &mut Target) -> Result<(), RebuildError> {
+async fn try_swap(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    target: &mut Target,
+) -> Result<(), RebuildError> {
     let name = target.projection.name();
     let mut tx = conn.begin().await?;
     sqlx::query(&format!("SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
@@ -641,7 +662,7 @@ async fn try_swap(conn: &mut PgConnection, target: &mut Target) -> Result<(), Re
     .fetch_one(&mut *tx)
     .await?;
     let live = Position::new(major.unsigned_abs(), minor.unsigned_abs());
-    let (position, caught_up) = catch_up(&mut tx, target, live).await?;
+    let (position, caught_up) = catch_up(pool, &mut tx, target, live).await?;
     sqlx::query("SET LOCAL search_path TO public")
         .execute(&mut *tx)
         .await?;
@@ -680,6 +701,7 @@ async fn try_swap(conn: &mut PgConnection, target: &mut Target) -> Result<(), Re
 /// Applies to the copies whatever the live projection applied beyond them
 /// (up to `live`); returns the copies' position and how many events that was.
 async fn catch_up(
+    pool: &PgPool,
     conn: &mut PgConnection,
     target: &Target,
     live: Position,
@@ -687,7 +709,8 @@ async fn catch_up(
     let mut at = target.position;
     let mut applied = 0i64;
     while at < live {
-        let page = read_between(&mut *conn, at, live).await?;
+        // The log is immutable up to `live`: any connection reads it alike.
+        let page = read_between(pool, at, live).await?;
         let Some(end) = page.last().map(|e| e.position) else {
             break;
         };
@@ -770,11 +793,12 @@ async fn swap_tables(conn: &mut PgConnection, target: &Target) -> Result<(), sql
             .execute(&mut *conn)
             .await?;
     }
-    sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS {retired} CASCADE; CREATE SCHEMA {retired}"
-    ))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {retired} CASCADE"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {retired}"))
+        .execute(&mut *conn)
+        .await?;
     for table in target.projection.tables() {
         let table = ident(table);
         let comment: Option<String> =
@@ -782,12 +806,12 @@ async fn swap_tables(conn: &mut PgConnection, target: &Target) -> Result<(), sql
                 .bind(&table)
                 .fetch_one(&mut *conn)
                 .await?;
-        sqlx::raw_sql(&format!(
-            "ALTER TABLE public.{table} SET SCHEMA {retired};
-             ALTER TABLE {schema}.{table} SET SCHEMA public"
-        ))
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(&format!("ALTER TABLE public.{table} SET SCHEMA {retired}"))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(&format!("ALTER TABLE {schema}.{table} SET SCHEMA public"))
+            .execute(&mut *conn)
+            .await?;
         if let Some(comment) = comment {
             sqlx::query(&format!(
                 "COMMENT ON TABLE public.{table} IS {}",
@@ -823,22 +847,22 @@ async fn swap_tables(conn: &mut PgConnection, target: &Target) -> Result<(), sql
     for grant in &regrants {
         sqlx::query(grant).execute(&mut *conn).await?;
     }
-    sqlx::raw_sql(&format!(
-        "DROP SCHEMA {retired} CASCADE; DROP SCHEMA {schema}"
-    ))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(&format!("DROP SCHEMA {retired} CASCADE"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!("DROP SCHEMA {schema}"))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
-/// The log between two positions (after `after`, up to `until`), a page,
-/// read on a copies' connection.
+/// The log between two positions (after `after`, up to `until`), a page.
 async fn read_between(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     after: Position,
     until: Position,
 ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-    let page = PgEventStore::read_after(&mut *conn, after, None, PAGE).await?;
+    let page = PgEventStore::read_after(pool, after, None, PAGE).await?;
     Ok(page
         .into_iter()
         .take_while(|e| e.position <= until)

@@ -2,6 +2,7 @@
 //! models with visibility enforced in SQL.
 
 mod deliveries;
+mod history;
 mod mutations;
 mod queries;
 mod types;

@@ -265,6 +265,28 @@ impl MutationRoot {
         Ok(due)
     }
 
+    /// Admins: rebuilds a read model from the log beside the live one, then
+    /// swaps it in; answers at once (follow it with `rebuild(id)`).
+    /// NOT_FOUND for an unknown name, ALREADY_RUNNING while one runs.
+    async fn rebuild_projection(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> Result<super::history::ProjectionRebuild> {
+        super::history::start(ctx, std::slice::from_ref(&name))
+            .await?
+            .pop()
+            .ok_or_else(|| error("INTERNAL", "internal error"))
+    }
+
+    /// Admins: rebuilds every read model, reading the log once.
+    async fn rebuild_all_projections(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<super::history::ProjectionRebuild>> {
+        super::history::start(ctx, &[]).await
+    }
+
     /// Admins: marks a host trusted (its deliveries go first) or not.
     async fn set_delivery_host_trusted(
         &self,

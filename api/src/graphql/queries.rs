@@ -225,6 +225,23 @@ impl QueryRoot {
         .await
     }
 
+    /// Admins: every read model, with its position, lag and latest rebuild.
+    async fn projections(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<super::history::ProjectionStatus>> {
+        super::history::projections(ctx).await
+    }
+
+    /// Admins: a rebuild by its id.
+    async fn rebuild(
+        &self,
+        ctx: &Context<'_>,
+        id: uuid::Uuid,
+    ) -> Result<Option<super::history::ProjectionRebuild>> {
+        super::history::rebuild(ctx, id).await
+    }
+
     /// Admins: the delivery queue.
     async fn deliveries(&self, ctx: &Context<'_>) -> Result<super::deliveries::Deliveries> {
         super::deliveries::deliveries(ctx).await
