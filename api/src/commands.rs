@@ -431,3 +431,127 @@ fn print_json_lines<T: serde::Serialize>(items: &[T]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `chorus projections list`: every read model with its position and lag.
+pub async fn list_projections(settings: Settings) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let statuses = crate::history::rebuilds::statuses(&app.pool).await?;
+        for p in statuses {
+            let rebuild = p.last_rebuild.map_or("never rebuilt".to_owned(), |r| {
+                format!("last rebuild {:?} {}", r.state, r.started_at.to_rfc3339())
+            });
+            println!(
+                "{}\tposition {}\tlag {} event(s), {:.1} s\t{rebuild}",
+                p.name,
+                p.position.map_or("-".to_owned(), |p| p.to_string()),
+                p.lag_events,
+                p.lag_seconds,
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus projections status NAME`: one read model and its latest rebuild.
+pub async fn projection_status(settings: Settings, name: String) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let statuses = crate::history::rebuilds::statuses(&app.pool).await?;
+        let Some(p) = statuses.into_iter().find(|p| p.name == name) else {
+            anyhow::bail!(
+                "no projection is called `{name}` (there are: {})",
+                crate::history::rebuilds::names().join(", ")
+            );
+        };
+        println!("{}", p.name);
+        println!(
+            "  position  {}",
+            p.position.map_or("never ran".to_owned(), |p| p.to_string())
+        );
+        println!(
+            "  lag       {} event(s), oldest waiting {:.1} s",
+            p.lag_events, p.lag_seconds
+        );
+        match p.last_rebuild {
+            None => println!("  rebuild   never"),
+            Some(r) => {
+                println!("  rebuild   {} ({:?})", r.id, r.state);
+                println!(
+                    "            {} of {} events, {:.0} events/s{}",
+                    r.events_done,
+                    r.events_total.max(r.events_done),
+                    r.events_per_second(),
+                    r.eta_seconds()
+                        .map_or(String::new(), |eta| format!(", about {eta:.0} s left"))
+                );
+                println!(
+                    "            started {} by {}",
+                    r.started_at.to_rfc3339(),
+                    r.requested_by.as_deref().unwrap_or("-")
+                );
+                if let Some(finished) = r.finished_at {
+                    println!("            ended {}", finished.to_rfc3339());
+                }
+                if let Some(error) = r.error {
+                    println!("            failed: {error}");
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus projections rebuild NAME… | --all`: rebuilds beside the live read
+/// models (a running server keeps serving them), with a progress bar, then
+/// swaps them in.
+pub async fn rebuild_projections(settings: Settings, names: Vec<String>) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let started = crate::history::rebuilds::start(&app.store, &names, crate::history::CLI)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ids = started.rebuild.ids();
+        for (name, id) in &ids {
+            eprintln!("rebuilding {name} ({id})");
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} events  {per_sec}  ETA {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let (progress, mut updates) = tokio::sync::watch::channel((0i64, 0i64));
+        let watcher = {
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                while updates.changed().await.is_ok() {
+                    let (done, total) = *updates.borrow_and_update();
+                    bar.set_length(u64::try_from(total.max(done)).unwrap_or_default());
+                    bar.set_position(u64::try_from(done).unwrap_or_default());
+                }
+            })
+        };
+        let started_at = std::time::Instant::now();
+        let result = crate::history::rebuilds::run(&app.store, started, progress).await;
+        let _ = watcher.await;
+        bar.finish_and_clear();
+        for (name, id) in ids {
+            let status = chorus_projections::rebuild::status_of(&app.pool, id).await?;
+            match status {
+                Some(s) if s.error.is_none() => println!(
+                    "{name}: rebuilt from {} event(s) and swapped in ({:.1} s)",
+                    s.events_done,
+                    started_at.elapsed().as_secs_f64()
+                ),
+                Some(s) => println!(
+                    "{name}: failed, the live read model is unchanged: {}",
+                    s.error.unwrap_or_default()
+                ),
+                None => println!("{name}: its rebuild is not recorded"),
+            }
+        }
+        result.map_err(|e| anyhow::anyhow!("rebuild failed: {e}"))
+    })
+    .await
+}

@@ -61,8 +61,31 @@ enum Command {
         #[command(subcommand)]
         action: DeliveryAction,
     },
+    /// Read models: their lag, and rebuilding them from the log.
+    Projections {
+        #[command(subcommand)]
+        action: ProjectionAction,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionAction {
+    /// Every read model, with its position in the log and its lag.
+    List,
+    /// One read model and its latest rebuild.
+    Status { name: String },
+    /// Rebuild read models from the log beside the live ones (which keep
+    /// serving), then swap them in. Nothing is sent.
+    Rebuild {
+        /// The read models (see `list`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every read model, reading the log once.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +277,15 @@ fn main() -> ExitCode {
                 InstanceAction::List => commands::list_instances(settings).await,
             },
             Command::Deliveries { action } => commands::deliveries(settings, action.into()).await,
+            Command::Projections { action } => match action {
+                ProjectionAction::List => commands::list_projections(settings).await,
+                ProjectionAction::Status { name } => {
+                    commands::projection_status(settings, name).await
+                }
+                ProjectionAction::Rebuild { names, all: _ } => {
+                    commands::rebuild_projections(settings, names).await
+                }
+            },
             Command::Schema => {
                 commands::print_schema();
                 Ok(())

@@ -170,7 +170,40 @@ async fn run_from(
     let mut last_saved = std::time::Instant::now();
     'subscribe: loop {
         let mut events = store.subscribe_all(checkpoint).ready_chunks(BATCH);
-        while let Some(batch) = events.next().await {
+        loop {
+            let batch = match tokio::time::timeout(CHECKPOINT_INTERVAL, events.next()).await {
+                Ok(Some(batch)) => batch,
+                // The subscription ended (its store is shutting down).
+                Ok(None) => return,
+                // Nothing new for a while: what was skipped is saved, so
+                // that the stored checkpoint (and the lag admins see) is
+                // where the projection really is.
+                Err(_idle) => {
+                    if saved != Some(checkpoint) && checkpoint != Position::START {
+                        match checkpoints::advance(store.pool(), name, saved, checkpoint).await {
+                            Ok(true) => {
+                                saved = Some(checkpoint);
+                                last_saved = std::time::Instant::now();
+                            }
+                            Ok(false) => match checkpoints::load(store.pool(), name).await {
+                                Ok(stored) => {
+                                    saved = stored;
+                                    checkpoint = stored.unwrap_or(Position::START);
+                                    progress.send_replace(checkpoint);
+                                    continue 'subscribe;
+                                }
+                                Err(error) => {
+                                    tracing::warn!(projection = name, %error, "cannot read the checkpoint")
+                                }
+                            },
+                            Err(error) => {
+                                tracing::warn!(projection = name, %error, "cannot save the checkpoint")
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
             let batch: Vec<RecordedEvent> = match batch.into_iter().collect() {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -229,8 +262,6 @@ async fn run_from(
                 }
             }
         }
-        // The subscription ended (its store is shutting down).
-        return;
     }
 }
 

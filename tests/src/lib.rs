@@ -4,6 +4,7 @@
 pub mod app;
 pub mod bench;
 pub mod contract;
+pub mod history;
 pub mod outbound;
 pub mod pg;
 pub mod remote;

@@ -173,3 +173,8 @@ pub async fn spawn(
     }
     Ok(statuses)
 }
+
+/// The projections' names.
+pub fn names() -> Vec<&'static str> {
+    chorus_projections::all().iter().map(|p| p.name()).collect()
+}

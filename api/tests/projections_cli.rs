@@ -1,0 +1,90 @@
+//! `chorus projections …`, through the real binary against the database of
+//! a running Chorus: the rebuilt read models replace the live ones while
+//! the server serves.
+
+use std::process::{Command, Stdio};
+
+use chorus_tests::app::{TestApp, spawn_app};
+use chorus_tests::history::{read_models, some_history};
+
+fn chorus(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .arg("projections")
+        .args(args)
+        .env("DATABASE_URL", &app.database_url)
+        .env_remove("CHORUS_CONFIG")
+        .env("CHORUS_BASE_URL", &app.base_url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run chorus: {e}"));
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn read_models_are_listed_and_rebuilt_from_the_command_line() {
+    let app = spawn_app().await;
+    some_history(&app).await;
+    let before = read_models(&app.pool).await;
+
+    let (code, out, err) = chorus(&app, &["rebuild", "follows", "favorites"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("follows: rebuilt from 8 event(s) and swapped in"),
+        "{out}"
+    );
+    assert!(
+        out.contains("favorites: rebuilt from 4 event(s) and swapped in"),
+        "{out}"
+    );
+    app.settle().await;
+    assert_eq!(read_models(&app.pool).await, before);
+
+    // Caught-up projections save their checkpoint within a second or so,
+    // even those that skipped every recent event.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (code, out, _) = chorus(&app, &["list"]);
+        assert_eq!(code, Some(0));
+        let lines: Vec<&str> = chorus_projections::all()
+            .iter()
+            .map(|p| {
+                out.lines()
+                    .find(|l| l.starts_with(&format!("{}\t", p.name())))
+                    .unwrap_or_else(|| panic!("{} is not listed: {out}", p.name()))
+            })
+            .collect();
+        if lines.iter().all(|l| l.contains("lag 0 event(s), 0.0 s")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (code, out, _) = chorus(&app, &["status", "follows"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("(Swapped)"), "{out}");
+    assert!(out.contains("8 of 8 events"), "{out}");
+    assert!(out.contains("by cli"), "{out}");
+
+    // Bad input is refused clearly.
+    let (code, _, err) = chorus(&app, &["rebuild", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no projection is called `nope`"), "{err}");
+    let (code, _, err) = chorus(&app, &["rebuild"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = chorus(&app, &["status", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("there are: actors, posts"), "{err}");
+
+    // And the request and outcome are in the log.
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE stream_id LIKE 'admin-%' AND metadata->>'actor' IS NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recorded, 4);
+}
