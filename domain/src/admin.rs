@@ -77,6 +77,8 @@ pub struct InboundReprocessingRequested {
     pub run_id: Uuid,
     pub requested_by: String,
     pub selection: InboundSelection,
+    /// How many stored activities the selection took when asked.
+    pub selected: i64,
     pub requested_at: DateTime<Utc>,
 }
 
@@ -90,8 +92,11 @@ pub struct InboundReprocessed {
     pub applied: u64,
     /// The ones whose meaning was already in the log.
     pub unchanged: u64,
-    /// The ones still not applied (unsupported, refused, ignored).
+    /// The ones still not applied, now for another kind of reason.
     pub not_applied: u64,
+    /// The ones that could not be interpreted again (a failure on our side,
+    /// e.g. the database; they can be reprocessed later).
+    pub failed: u64,
     /// Events it appended that something would be sent for (an Accept that
     /// was never sent, say): held until an admin releases them.
     pub held: Vec<Uuid>,

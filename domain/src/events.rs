@@ -19,8 +19,8 @@ use crate::relationships::{
     Blocked, FollowAccepted, FollowRejected, FollowRequested, FollowSevered, Unblocked, Unfollowed,
 };
 use crate::remote::{
-    ActivityNotApplied, ActivityReceived, RemoteActorDeleted, RemoteActorUpdated,
-    RemotePostCreated, RemotePostDeleted, RemotePostEdited,
+    ActivityNotApplied, ActivityReceived, ActivityReprocessed, RemoteActorDeleted,
+    RemoteActorUpdated, RemotePostCreated, RemotePostDeleted, RemotePostEdited,
 };
 use crate::{NewEvent, RecordedEvent};
 
@@ -95,6 +95,7 @@ domain_events! {
     ReprocessedEffectsReleased => "ReprocessedEffectsReleased" v 1,
     SubscriberReplayed => "SubscriberReplayed" v 1,
     RedeliveryRequested => "RedeliveryRequested" v 1,
+    ActivityReprocessed => "ActivityReprocessed" v 1,
 }
 
 /// A stored event of a known type that cannot be read.

@@ -82,6 +82,21 @@ pub struct ActivityNotApplied {
     pub reason: String,
 }
 
+/// An admin's reprocessing read a stored activity again with newer code,
+/// and what it means changed: it is applied now (its events follow, caused
+/// by the received activity), or it is still not applied, for another
+/// reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityReprocessed {
+    pub activity_id: String,
+    pub activity_type: String,
+    /// The reprocessing run (`InboundReprocessingRequested`).
+    pub run_id: Uuid,
+    /// `None` when it is applied now.
+    pub outcome: Option<NotApplied>,
+    pub reason: Option<String>,
+}
+
 /// A remote actor's profile, as fetched or as sent in an Update.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteActorUpdated {

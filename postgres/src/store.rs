@@ -214,6 +214,24 @@ impl PgEventStore {
         &self.inner.pool
     }
 
+    /// The events with these ids, in log order (those not in the log are
+    /// left out).
+    pub async fn read_ids(
+        pool: &PgPool,
+        ids: &[Uuid],
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM public.events WHERE event_id = ANY($1) ORDER BY transaction_id, seq"
+        ))
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter().map(into_event).collect()
+    }
+
     /// Like [`EventStore::read_all`], through any pool on the store's
     /// database, and only of the given types when `types` says: up to `limit` events strictly after `after`, in log
     /// order, all below the visibility horizon. Readers that only care about

@@ -16,7 +16,11 @@ use crate::{Projection, ProjectionError};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Received;
 
-const EVENTS: &[&str] = &["ActivityReceived", "ActivityNotApplied"];
+const EVENTS: &[&str] = &[
+    "ActivityReceived",
+    "ActivityNotApplied",
+    "ActivityReprocessed",
+];
 
 /// What the table keeps of an `ActivityReceived` (the raw body is skipped
 /// while reading, not copied).
@@ -127,12 +131,19 @@ impl Projection for Received {
                 .execute(&mut *conn)
                 .await?;
             }
+            Some(DomainEvent::ActivityReprocessed(e)) => {
+                let outcome = e.outcome.map(label);
+                sqlx::query(
+                    "UPDATE received_activities SET outcome = $2, reason = $3 WHERE activity_id = $1",
+                )
+                .bind(&e.activity_id)
+                .bind(outcome)
+                .bind(&e.reason)
+                .execute(&mut *conn)
+                .await?;
+            }
             Some(DomainEvent::ActivityNotApplied(e)) => {
-                let outcome = match e.outcome {
-                    NotApplied::Unsupported => "unsupported",
-                    NotApplied::Refused => "refused",
-                    NotApplied::Ignored => "ignored",
-                };
+                let outcome = label(e.outcome);
                 sqlx::query(
                     "UPDATE received_activities SET outcome = $2, reason = $3 WHERE activity_id = $1",
                 )
@@ -145,5 +156,14 @@ impl Projection for Received {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The value of the `outcome` column.
+fn label(outcome: NotApplied) -> &'static str {
+    match outcome {
+        NotApplied::Unsupported => "unsupported",
+        NotApplied::Refused => "refused",
+        NotApplied::Ignored => "ignored",
     }
 }

@@ -32,8 +32,9 @@ pub struct TestApp {
     pub projections: Arc<Projections>,
     /// The inbox's side: keys, fetches, counters.
     pub federation: Arc<Federation>,
-    /// The subscriber interpreting received activities.
-    pub interpreter: Interpreter,
+    /// The subscriber interpreting received activities (`None` until
+    /// started, for [`spawn_app_without_interpreter`]).
+    pub interpreter: Option<Interpreter>,
     /// Delivery of outbound activities: the planner and, in process, the
     /// senders.
     pub delivery: Delivery,
@@ -91,10 +92,32 @@ pub async fn spawn_app_named(host: &str, settings: FederationSettings) -> TestAp
     spawn(Some(host), settings, options).await
 }
 
+/// Starts a server whose received activities are stored but not
+/// interpreted until the test starts the interpreter
+/// ([`TestApp::start_interpreter`]): e.g. to record what older code made of
+/// them first.
+pub async fn spawn_app_without_interpreter() -> TestApp {
+    let settings = FederationSettings {
+        allow_private_addresses: true,
+        ..FederationSettings::default()
+    };
+    let options = chorus_api::federation::delivery::sender_options(&settings);
+    spawn_with(None, settings, options, false).await
+}
+
 async fn spawn(
+    host: Option<&str>,
+    settings: FederationSettings,
+    options: chorus_workers::delivery::SenderOptions,
+) -> TestApp {
+    spawn_with(host, settings, options, true).await
+}
+
+async fn spawn_with(
     host: Option<&str>,
     mut settings: FederationSettings,
     options: chorus_workers::delivery::SenderOptions,
+    interpret: bool,
 ) -> TestApp {
     let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
     if let Some(host) = host
@@ -132,9 +155,15 @@ async fn spawn(
             .await
             .unwrap_or_else(|e| panic!("cannot start federation: {e}")),
     );
-    let interpreter = Interpreter::start(App::new(store.clone(), &base_url), federation.clone())
-        .await
-        .unwrap_or_else(|e| panic!("cannot start the interpreter: {e}"));
+    let interpreter = if interpret {
+        Some(
+            Interpreter::start(App::new(store.clone(), &base_url), federation.clone())
+                .await
+                .unwrap_or_else(|e| panic!("cannot start the interpreter: {e}")),
+        )
+    } else {
+        None
+    };
     let delivery = Delivery::start_with(
         store.clone(),
         &federation,
@@ -196,12 +225,12 @@ impl TestApp {
             if last == settled {
                 return;
             }
-            assert!(
-                self.interpreter
-                    .reached(last, Duration::from_secs(10))
-                    .await,
-                "the interpreter did not catch up"
-            );
+            if let Some(interpreter) = &self.interpreter {
+                assert!(
+                    interpreter.reached(last, Duration::from_secs(10)).await,
+                    "the interpreter did not catch up"
+                );
+            }
             assert!(
                 self.projections
                     .wait_for(last, Duration::from_secs(10))
@@ -217,6 +246,16 @@ impl TestApp {
             );
             settled = last;
         }
+    }
+
+    /// Starts the interpreter from its checkpoint (see
+    /// [`spawn_app_without_interpreter`]).
+    pub async fn start_interpreter(&mut self) {
+        self.interpreter = Some(
+            Interpreter::start(self.app.clone(), self.federation.clone())
+                .await
+                .unwrap_or_else(|e| panic!("cannot start the interpreter: {e}")),
+        );
     }
 
     /// Runs a GraphQL request, as `token`'s owner if given; returns the whole response.

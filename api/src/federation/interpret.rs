@@ -118,6 +118,64 @@ impl Interpreter {
     }
 }
 
+/// What a stored received activity means when interpreted again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reinterpretation {
+    /// It acted (its events may all have been in the log already).
+    Applied,
+    /// It changed nothing, for this reason.
+    NotApplied(NotApplied, String),
+}
+
+/// Interprets stored received activities again with the current code, for
+/// an admin's reprocessing. Its events are those the interpreter would
+/// append (caused by the received activity, ids derived from it, so nothing
+/// already in the log is appended twice), and carry the run's id in their
+/// metadata (`reprocess`), which holds their deliveries until an admin
+/// releases them.
+#[derive(Clone, Debug)]
+pub struct Reinterpreter {
+    worker: Worker,
+}
+
+/// The metadata key that marks events appended by a reprocessing run.
+pub const REPROCESS: &str = chorus_workers::delivery::REPROCESS;
+
+impl Reinterpreter {
+    pub fn new(app: App, federation: Arc<Federation>) -> Self {
+        Self {
+            worker: Worker {
+                app,
+                federation,
+                known_actors: Arc::default(),
+            },
+        }
+    }
+
+    /// This server's public origin.
+    pub fn base_url(&self) -> &str {
+        &self.worker.app.base_url
+    }
+
+    /// Interprets `event` (an `ActivityReceived`) again, as part of `run`.
+    pub async fn reinterpret(
+        &self,
+        event: &RecordedEvent,
+        received: &ActivityReceived,
+        run: uuid::Uuid,
+    ) -> Result<Reinterpretation, AppError> {
+        let mut stamp = stamp(event, received);
+        stamp
+            .metadata
+            .extra
+            .insert(REPROCESS.to_owned(), Value::String(run.to_string()));
+        Ok(match self.worker.outcome(&stamp, received).await? {
+            Outcome::Applied => Reinterpretation::Applied,
+            Outcome::NotApplied(outcome, reason) => Reinterpretation::NotApplied(outcome, reason),
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Worker {
     app: App,
@@ -346,6 +404,22 @@ impl Worker {
         Some((stream, new_event))
     }
 
+    /// What a received activity means, its effects appended with `stamp`
+    /// (a not-applied outcome is returned, not recorded).
+    async fn outcome(
+        &self,
+        stamp: &Stamp,
+        received: &ActivityReceived,
+    ) -> Result<Outcome, AppError> {
+        Ok(match serde_json::from_str::<Value>(&received.raw) {
+            Err(error) => refused(format!("the stored body is not JSON: {error}")),
+            Ok(document) => match chorus_domain::inbound::read_activity(&document) {
+                Err(error) => refused(error.to_string()),
+                Ok(activity) => self.apply(stamp, &activity, &document).await?,
+            },
+        })
+    }
+
     /// Interprets one received activity and records the outcome.
     async fn interpret(
         &self,
@@ -353,13 +427,7 @@ impl Worker {
         received: &ActivityReceived,
     ) -> Result<(), AppError> {
         let stamp = stamp(event, received);
-        let outcome = match serde_json::from_str::<Value>(&received.raw) {
-            Err(error) => refused(format!("the stored body is not JSON: {error}")),
-            Ok(document) => match chorus_domain::inbound::read_activity(&document) {
-                Err(error) => refused(error.to_string()),
-                Ok(activity) => self.apply(&stamp, &activity, &document).await?,
-            },
-        };
+        let outcome = self.outcome(&stamp, received).await?;
         if let Outcome::NotApplied(outcome, reason) = outcome {
             tracing::debug!(activity = %received.activity_id, ?outcome, %reason, "activity not applied");
             let not_applied = DomainEvent::ActivityNotApplied(ActivityNotApplied {

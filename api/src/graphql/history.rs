@@ -1,13 +1,18 @@
-//! Admins' control over history: projections and their rebuilds.
+//! Admins' control over history: projections and their rebuilds,
+//! reprocessing of inbound activities.
 
 use async_graphql::{Context, Enum, SimpleObject};
+use chorus_domain::Position;
+use chorus_domain::admin::InboundSelection;
 use chorus_projections::rebuild::{self, RebuildError, RebuildState as State, RebuildStatus};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::deliveries::admin_only;
 use super::{Result, Services, error, internal};
+use crate::federation::interpret::Reinterpreter;
 use crate::history::rebuilds;
+use crate::history::reprocess::{self, ReprocessError};
 
 /// Where a rebuild stands.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -121,4 +126,225 @@ fn rebuild_error(e: RebuildError) -> async_graphql::Error {
         RebuildError::AlreadyRunning(_) => error("ALREADY_RUNNING", e.to_string()),
         other => internal(other),
     }
+}
+
+/// Which stored inbound activities to reprocess (all when empty).
+#[derive(async_graphql::InputObject, Clone, Debug, Default)]
+pub struct InboundSelectionInput {
+    /// Received strictly after this log position (`<major>.<minor>`).
+    pub after: Option<String>,
+    /// Received at or before this log position.
+    pub until: Option<String>,
+    /// Received at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Received before this time.
+    pub to: Option<DateTime<Utc>>,
+    /// Sent by this remote host.
+    pub host: Option<String>,
+    /// Of this ActivityStreams type (`Follow`, `Like`, …).
+    pub activity_type: Option<String>,
+    /// Whose last outcome was this: `unsupported`, `refused`, `ignored` or
+    /// `applied`.
+    pub outcome: Option<String>,
+}
+
+impl InboundSelectionInput {
+    fn parse(self) -> Result<InboundSelection> {
+        let position = |p: Option<String>| -> Result<Option<Position>> {
+            p.map(|p| {
+                p.parse::<Position>()
+                    .map_err(|e| error("INVALID_INPUT", e.to_string()))
+            })
+            .transpose()
+        };
+        Ok(InboundSelection {
+            after: position(self.after)?,
+            until: position(self.until)?,
+            from: self.from,
+            to: self.to,
+            host: self.host,
+            activity_type: self.activity_type,
+            outcome: self.outcome,
+        })
+    }
+}
+
+/// How many activities of a type.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct TypeCount {
+    pub activity_type: String,
+    pub activities: i64,
+}
+
+/// What a reprocessing takes (a dry run), or has taken.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ReprocessPreview {
+    pub activities: i64,
+    pub by_type: Vec<TypeCount>,
+}
+
+/// An activity a reprocessing would send, held until released.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct HeldEffect {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub activity_id: String,
+    pub activity_type: String,
+    pub actor: String,
+    pub recipients: Vec<String>,
+}
+
+impl From<reprocess::HeldEffect> for HeldEffect {
+    fn from(e: reprocess::HeldEffect) -> Self {
+        Self {
+            event_id: e.event_id,
+            event_type: e.event_type,
+            activity_id: e.activity_id,
+            activity_type: e.activity_type,
+            actor: e.actor,
+            recipients: e.recipients,
+        }
+    }
+}
+
+/// A reprocessing run, as the log records it.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ReprocessingRun {
+    pub id: Uuid,
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
+    /// Activities the selection took when it started.
+    pub selected: i64,
+    pub finished: bool,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Activities interpreted again.
+    pub activities: u64,
+    /// Of those, the ones that now changed something.
+    pub applied: u64,
+    /// The ones whose meaning was already in the log.
+    pub unchanged: u64,
+    /// The ones still not applied, now for another kind of reason.
+    pub not_applied: u64,
+    pub failed: u64,
+    /// What it would send, held until released.
+    pub held: Vec<HeldEffect>,
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+fn reprocess_error(e: ReprocessError) -> async_graphql::Error {
+    match e {
+        ReprocessError::InvalidOutcome(_) => error("INVALID_INPUT", e.to_string()),
+        ReprocessError::UnknownRun(_) => error("NOT_FOUND", e.to_string()),
+        ReprocessError::Unfinished(_) => error("NOT_FINISHED", e.to_string()),
+        ReprocessError::NothingHeld(_) => error("NOTHING_HELD", e.to_string()),
+        ReprocessError::AlreadyReleased(_) => error("ALREADY_RELEASED", e.to_string()),
+        other => internal(other),
+    }
+}
+
+/// What a selection would take (admins only).
+pub(crate) async fn preview(
+    ctx: &Context<'_>,
+    selection: InboundSelectionInput,
+) -> Result<ReprocessPreview> {
+    admin_only(ctx).await?;
+    let s = ctx.data::<Services>()?;
+    let preview = reprocess::preview(&s.pool, &selection.parse()?)
+        .await
+        .map_err(reprocess_error)?;
+    Ok(ReprocessPreview {
+        activities: preview.activities,
+        by_type: preview
+            .by_type
+            .into_iter()
+            .map(|(activity_type, activities)| TypeCount {
+                activity_type,
+                activities,
+            })
+            .collect(),
+    })
+}
+
+/// Starts reprocessing in the background (admins only).
+pub(crate) async fn reprocess_inbound(
+    ctx: &Context<'_>,
+    selection: InboundSelectionInput,
+) -> Result<ReprocessingRun> {
+    let admin = admin_only(ctx).await?;
+    let s = ctx.data::<Services>()?;
+    let federation = s
+        .federation
+        .clone()
+        .ok_or_else(|| error("UNAVAILABLE", "federation is not running on this server"))?;
+    let started = reprocess::start(&s.app.store, selection.parse()?, &admin)
+        .await
+        .map_err(reprocess_error)?;
+    let run_id = started.id;
+    tracing::info!(%admin, run = %run_id, activities = started.activities, "reprocessing started");
+    let reinterpreter = Reinterpreter::new(s.app.clone(), federation);
+    let store = s.app.store.clone();
+    tokio::spawn(async move {
+        let (progress, _) = tokio::sync::watch::channel((0, 0));
+        if let Err(error) = reprocess::run(&reinterpreter, &store, &started, progress).await {
+            tracing::error!(run = %started.id, %error, "reprocessing failed");
+        }
+    });
+    run_status(&s.app, run_id)
+        .await?
+        .ok_or_else(|| internal("run not recorded"))
+}
+
+/// A run by its id (admins only).
+pub(crate) async fn reprocessing(ctx: &Context<'_>, id: Uuid) -> Result<Option<ReprocessingRun>> {
+    admin_only(ctx).await?;
+    let s = ctx.data::<Services>()?;
+    run_status(&s.app, id).await
+}
+
+async fn run_status(app: &crate::app::App, id: Uuid) -> Result<Option<ReprocessingRun>> {
+    let store = &app.store;
+    let Some(status) = reprocess::status(store, id)
+        .await
+        .map_err(reprocess_error)?
+    else {
+        return Ok(None);
+    };
+    let held = match &status.finished {
+        Some(_) => reprocess::effects(store, &app.base_url, id)
+            .await
+            .map_err(reprocess_error)?
+            .into_iter()
+            .map(HeldEffect::from)
+            .collect(),
+        None => Vec::new(),
+    };
+    let f = status.finished.as_ref();
+    Ok(Some(ReprocessingRun {
+        id,
+        requested_by: status.requested.requested_by.clone(),
+        requested_at: status.requested.requested_at,
+        selected: status.requested.selected,
+        finished: f.is_some(),
+        finished_at: f.map(|f| f.finished_at),
+        activities: f.map_or(0, |f| f.activities),
+        applied: f.map_or(0, |f| f.applied),
+        unchanged: f.map_or(0, |f| f.unchanged),
+        not_applied: f.map_or(0, |f| f.not_applied),
+        failed: f.map_or(0, |f| f.failed),
+        held,
+        released_at: status.released.map(|r| r.released_at),
+    }))
+}
+
+/// Sends what a finished run holds (admins only).
+pub(crate) async fn release(ctx: &Context<'_>, id: Uuid) -> Result<ReprocessingRun> {
+    let admin = admin_only(ctx).await?;
+    let s = ctx.data::<Services>()?;
+    reprocess::release(&s.app.store, id, &admin)
+        .await
+        .map_err(reprocess_error)?;
+    tracing::info!(%admin, run = %id, "held effects released");
+    run_status(&s.app, id)
+        .await?
+        .ok_or_else(|| internal("run not recorded"))
 }

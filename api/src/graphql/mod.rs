@@ -33,11 +33,20 @@ pub const MAX_PAGE: i32 = 100;
 
 /// Builds the schema (without per-request data).
 pub fn schema(app: App, projections: Option<Arc<Projections>>) -> ChorusSchema {
+    build(app, projections, None)
+}
+
+fn build(
+    app: App,
+    projections: Option<Arc<Projections>>,
+    federation: Option<Arc<crate::federation::Federation>>,
+) -> ChorusSchema {
     Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(Services {
             pool: app.pool.clone(),
             app,
             projections,
+            federation,
         })
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
@@ -51,9 +60,10 @@ pub fn with_federation(
     federation: &Arc<crate::federation::Federation>,
 ) -> ChorusSchema {
     match schema.data::<Services>() {
-        Some(services) => self::schema(
+        Some(services) => build(
             services.app.clone().with_federation(federation.clone()),
             services.projections.clone(),
+            Some(federation.clone()),
         ),
         // Every schema is built by `schema`, with its services.
         None => schema.clone(),
@@ -73,6 +83,9 @@ pub(crate) struct Services {
     pub app: App,
     pub pool: PgPool,
     pub projections: Option<Arc<Projections>>,
+    /// Remote fetches and keys, for reprocessing inbound history; `None`
+    /// where federation is not running.
+    pub federation: Option<Arc<crate::federation::Federation>>,
 }
 
 impl Services {

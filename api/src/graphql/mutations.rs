@@ -287,6 +287,26 @@ impl MutationRoot {
         super::history::start(ctx, &[]).await
     }
 
+    /// Admins: interprets stored inbound activities again with the current
+    /// code, in the background (follow it with `reprocessing(id)`). Sends
+    /// nothing: what it would send is held until `releaseReprocessedEffects`.
+    async fn reprocess_inbound(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] selection: super::history::InboundSelectionInput,
+    ) -> Result<super::history::ReprocessingRun> {
+        super::history::reprocess_inbound(ctx, selection).await
+    }
+
+    /// Admins: sends what a finished reprocessing run holds.
+    async fn release_reprocessed_effects(
+        &self,
+        ctx: &Context<'_>,
+        id: uuid::Uuid,
+    ) -> Result<super::history::ReprocessingRun> {
+        super::history::release(ctx, id).await
+    }
+
     /// Admins: marks a host trusted (its deliveries go first) or not.
     async fn set_delivery_host_trusted(
         &self,

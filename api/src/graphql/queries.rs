@@ -242,6 +242,25 @@ impl QueryRoot {
         super::history::rebuild(ctx, id).await
     }
 
+    /// Admins: how many stored inbound activities a reprocessing with this
+    /// selection would take, by type (a dry run).
+    async fn reprocess_preview(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] selection: super::history::InboundSelectionInput,
+    ) -> Result<super::history::ReprocessPreview> {
+        super::history::preview(ctx, selection).await
+    }
+
+    /// Admins: a reprocessing run, with what it holds once finished.
+    async fn reprocessing(
+        &self,
+        ctx: &Context<'_>,
+        id: uuid::Uuid,
+    ) -> Result<Option<super::history::ReprocessingRun>> {
+        super::history::reprocessing(ctx, id).await
+    }
+
     /// Admins: the delivery queue.
     async fn deliveries(&self, ctx: &Context<'_>) -> Result<super::deliveries::Deliveries> {
         super::deliveries::deliveries(ctx).await

@@ -7,6 +7,7 @@
 //! asked, for what, over which range, and how it ended.
 
 pub mod rebuilds;
+pub mod reprocess;
 
 use chorus_domain::admin::admin_stream;
 use chorus_domain::{DomainEvent, EventStore, EventStoreError, ExpectedVersion, Metadata};

@@ -8,5 +8,5 @@ pub mod plan;
 pub mod policy;
 pub mod send;
 
-pub use plan::{Planner, ReadModels};
+pub use plan::{Planner, REPROCESS, ReadModels};
 pub use send::{SenderOptions, Senders};

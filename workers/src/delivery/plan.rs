@@ -16,6 +16,11 @@ use tokio::sync::{Notify, watch};
 /// The planner's checkpoint.
 pub const SUBSCRIBER: &str = "deliveries";
 
+/// The metadata key of events an admin's reprocessing appended (its value
+/// is the run's id). What they would send is held: they are planned only
+/// once a `ReprocessedEffectsReleased` names them.
+pub const REPROCESS: &str = "reprocess";
+
 /// Events read per batch.
 const BATCH: usize = 512;
 /// The longest the checkpoint goes unwritten while nothing is planned.
@@ -117,10 +122,17 @@ async fn run(
             let Some(last) = batch.last().map(|e| e.position) else {
                 continue;
             };
-            let plans: Vec<Plan> = batch
-                .into_iter()
-                .filter_map(|event| plan(event, &local_prefix))
-                .collect();
+            let plans = match plans(&pool, batch, &local_prefix).await {
+                Ok(plans) => plans,
+                Err(error) => {
+                    if pool.is_closed() {
+                        return;
+                    }
+                    tracing::error!(%error, "delivery planner cannot read released events; will retry");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue 'subscribe;
+                }
+            };
             if plans.is_empty() && last_saved.elapsed() < CHECKPOINT_EVERY {
                 checkpoint = last;
                 progress.send_replace(last);
@@ -155,6 +167,31 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The plans for a batch: each local activity to deliver, except those a
+/// reprocessing appended, which wait until an admin releases them.
+async fn plans(
+    pool: &PgPool,
+    batch: Vec<RecordedEvent>,
+    local_prefix: &str,
+) -> Result<Vec<Plan>, chorus_domain::EventStoreError> {
+    let mut plans = Vec::new();
+    for event in batch {
+        if event.event_type == "ReprocessedEffectsReleased" {
+            let Ok(Some(DomainEvent::ReprocessedEffectsReleased(released))) =
+                DomainEvent::from_recorded(&event)
+            else {
+                tracing::error!(event = %event.id, "unreadable release of held effects");
+                continue;
+            };
+            let held = PgEventStore::read_ids(pool, &released.events).await?;
+            plans.extend(held.into_iter().filter_map(|e| plan(e, local_prefix)));
+        } else if !event.metadata.extra.contains_key(REPROCESS) {
+            plans.extend(plan(event, local_prefix));
+        }
+    }
+    Ok(plans)
 }
 
 /// The plan for `event`, if it is a local actor's activity to deliver.
