@@ -4,3 +4,10 @@
 -- events are in the index.
 CREATE INDEX events_reprocess ON events ((metadata->>'reprocess'))
     WHERE metadata ? 'reprocess';
+
+-- What an event caused: the events interpreted from a received activity,
+-- found without a scan of the log (to tell an activity whose meaning is
+-- already in the log when it is interpreted again, and for audits). Only
+-- events with a cause are in the index.
+CREATE INDEX events_causation ON events ((metadata->>'causation_id'))
+    WHERE metadata ? 'causation_id';

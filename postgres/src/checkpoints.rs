@@ -92,6 +92,30 @@ pub async fn advance<'e>(
     Ok(moved.rows_affected() == 1)
 }
 
+/// Brings the stored checkpoint of a subscriber that is at `at` up to date
+/// (it was last stored at `saved`), outside any transaction of its rows:
+/// for subscribers that save lazily, and when idle. Returns where to resume
+/// from if someone else moved the checkpoint meanwhile (an admin's replay,
+/// a rebuild's swap); `saved` is then what is stored now.
+pub async fn settle(
+    pool: &sqlx::PgPool,
+    subscriber: &str,
+    saved: &mut Option<Position>,
+    at: Position,
+) -> Result<Option<Position>, sqlx::Error> {
+    if *saved != Some(at) {
+        if advance(pool, subscriber, *saved, at).await? {
+            *saved = Some(at);
+            return Ok(None);
+        }
+    } else if load(pool, subscriber).await? == *saved {
+        return Ok(None);
+    }
+    let stored = load(pool, subscriber).await?;
+    *saved = stored;
+    Ok(Some(stored.unwrap_or(Position::START)))
+}
+
 /// Every subscriber with a checkpoint, and its position.
 pub async fn list<'e>(
     executor: impl PgExecutor<'e>,

@@ -179,26 +179,16 @@ async fn run_from(
                 // that the stored checkpoint (and the lag admins see) is
                 // where the projection really is.
                 Err(_idle) => {
-                    if saved != Some(checkpoint) && checkpoint != Position::START {
-                        match checkpoints::advance(store.pool(), name, saved, checkpoint).await {
-                            Ok(true) => {
-                                saved = Some(checkpoint);
-                                last_saved = std::time::Instant::now();
-                            }
-                            Ok(false) => match checkpoints::load(store.pool(), name).await {
-                                Ok(stored) => {
-                                    saved = stored;
-                                    checkpoint = stored.unwrap_or(Position::START);
-                                    progress.send_replace(checkpoint);
-                                    continue 'subscribe;
-                                }
-                                Err(error) => {
-                                    tracing::warn!(projection = name, %error, "cannot read the checkpoint")
-                                }
-                            },
-                            Err(error) => {
-                                tracing::warn!(projection = name, %error, "cannot save the checkpoint")
-                            }
+                    match checkpoints::settle(store.pool(), name, &mut saved, checkpoint).await {
+                        Ok(None) => last_saved = std::time::Instant::now(),
+                        Ok(Some(moved)) => {
+                            tracing::info!(projection = name, checkpoint = %moved, "checkpoint moved elsewhere; resuming from it");
+                            checkpoint = moved;
+                            progress.send_replace(checkpoint);
+                            continue 'subscribe;
+                        }
+                        Err(error) => {
+                            tracing::warn!(projection = name, %error, "cannot save the checkpoint")
                         }
                     }
                     continue;

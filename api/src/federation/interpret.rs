@@ -216,6 +216,12 @@ async fn run(
     progress: watch::Sender<Position>,
 ) {
     let mut last_saved = std::time::Instant::now();
+    // The checkpoint as stored: saves move it on from there, and find out
+    // when an admin moved it (a replay).
+    let mut saved = checkpoints::load(&worker.app.pool, SUBSCRIBER)
+        .await
+        .ok()
+        .flatten();
     'subscribe: loop {
         if main_pool.is_closed() {
             return;
@@ -225,7 +231,21 @@ async fn run(
             .store
             .subscribe_all(checkpoint)
             .ready_chunks(BATCH);
-        while let Some(batch) = events.next().await {
+        loop {
+            let batch = match tokio::time::timeout(Duration::from_secs(1), events.next()).await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                // Idle: what was interpreted is saved, and a move noticed.
+                Err(_) => {
+                    if let Some(moved) = save(&worker.app.pool, &mut saved, checkpoint).await {
+                        checkpoint = moved;
+                        progress.send_replace(moved);
+                        continue 'subscribe;
+                    }
+                    last_saved = std::time::Instant::now();
+                    continue;
+                }
+            };
             let batch: Vec<RecordedEvent> = match batch.into_iter().collect() {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -325,16 +345,32 @@ async fn run(
             checkpoint = last;
             progress.send_replace(last);
             if last_saved.elapsed() >= Duration::from_millis(200) {
-                match checkpoints::save(&worker.app.pool, SUBSCRIBER, last).await {
-                    Ok(()) => last_saved = std::time::Instant::now(),
-                    Err(error) => {
-                        tracing::warn!(%error, "could not save the interpreter's checkpoint")
-                    }
+                if let Some(moved) = save(&worker.app.pool, &mut saved, last).await {
+                    checkpoint = moved;
+                    progress.send_replace(moved);
+                    continue 'subscribe;
                 }
+                last_saved = std::time::Instant::now();
             }
         }
         if main_pool.is_closed() {
             return;
+        }
+    }
+}
+
+/// Saves the interpreter's checkpoint at `to`, unless an admin moved it
+/// since it was last saved: then returns where it is now, to resume from.
+async fn save(pool: &sqlx::PgPool, saved: &mut Option<Position>, to: Position) -> Option<Position> {
+    match checkpoints::settle(pool, SUBSCRIBER, saved, to).await {
+        Ok(None) => None,
+        Ok(Some(moved)) => {
+            tracing::info!(checkpoint = %moved, "the interpreter's checkpoint was moved; resuming from it");
+            Some(moved)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not save the interpreter's checkpoint");
+            None
         }
     }
 }
@@ -429,6 +465,13 @@ impl Worker {
         let stamp = stamp(event, received);
         let outcome = self.outcome(&stamp, received).await?;
         if let Outcome::NotApplied(outcome, reason) = outcome {
+            // Interpreted again (a replay) after its meaning was recorded:
+            // deciding it against today's state ("already following") says
+            // nothing about the activity.
+            if self.caused_anything(event).await? {
+                tracing::debug!(activity = %received.activity_id, "already applied; outcome of a second reading not recorded");
+                return Ok(());
+            }
             tracing::debug!(activity = %received.activity_id, ?outcome, %reason, "activity not applied");
             let not_applied = DomainEvent::ActivityNotApplied(ActivityNotApplied {
                 activity_id: received.activity_id.clone(),
@@ -444,6 +487,20 @@ impl Worker {
             .await?;
         }
         Ok(())
+    }
+
+    /// Whether the log holds events caused by `event` other than an outcome.
+    async fn caused_anything(&self, event: &RecordedEvent) -> Result<bool, AppError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (
+                 SELECT 1 FROM events
+                 WHERE metadata ? 'causation_id' AND metadata->>'causation_id' = $1
+                   AND event_type NOT IN ('ActivityNotApplied', 'ActivityReprocessed')
+             )",
+        )
+        .bind(event.id.to_string())
+        .fetch_one(&self.app.pool)
+        .await?)
     }
 
     /// Appends one event caused by the received one, once.

@@ -205,7 +205,9 @@ pub(crate) async fn admin_only(ctx: &Context<'_>) -> Result<String> {
 /// An admin action's failure, as clients see it.
 pub(crate) fn admin_error(e: AdminError) -> async_graphql::Error {
     match e {
-        AdminError::UnknownActivity(_) => error("NOT_FOUND", e.to_string()),
+        AdminError::UnknownActivity(_) | AdminError::NothingToRedeliver(_) => {
+            error("NOT_FOUND", e.to_string())
+        }
         AdminError::InvalidInbox(_) | AdminError::InvalidHost(_) => {
             error("INVALID_INPUT", e.to_string())
         }

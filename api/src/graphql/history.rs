@@ -11,7 +11,10 @@ use uuid::Uuid;
 use super::deliveries::admin_only;
 use super::{Result, Services, error, internal};
 use crate::federation::interpret::Reinterpreter;
+use crate::history::audit;
 use crate::history::rebuilds;
+use crate::history::redeliver;
+use crate::history::replay::{self, ReplayError, ReplayFrom};
 use crate::history::reprocess::{self, ReprocessError};
 
 /// Where a rebuild stands.
@@ -347,4 +350,231 @@ pub(crate) async fn release(ctx: &Context<'_>, id: Uuid) -> Result<ReprocessingR
     run_status(&s.app, id)
         .await?
         .ok_or_else(|| internal("run not recorded"))
+}
+
+/// A subscriber of the log and how far it has got.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct SubscriberStatus {
+    pub name: String,
+    pub position: String,
+    pub lag_events: i64,
+    pub lag_seconds: f64,
+}
+
+/// Every subscriber with a checkpoint: projections, the interpreter, the
+/// delivery planner… (admins only).
+pub(crate) async fn subscribers(ctx: &Context<'_>) -> Result<Vec<SubscriberStatus>> {
+    admin_only(ctx).await?;
+    let s = ctx.data::<Services>()?;
+    let mut out = Vec::new();
+    for (name, position) in chorus_postgres::checkpoints::list(&s.pool)
+        .await
+        .map_err(internal)?
+    {
+        let (lag_events, lag_seconds) = rebuilds::lag(&s.pool, position).await.map_err(internal)?;
+        out.push(SubscriberStatus {
+            name,
+            position: position.to_string(),
+            lag_events,
+            lag_seconds,
+        });
+    }
+    Ok(out)
+}
+
+/// What a replay does, or would do.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct SubscriberReplay {
+    pub subscriber: String,
+    /// Where it was.
+    pub from: Option<String>,
+    /// Where it is now (or would be).
+    pub to: String,
+    /// The events it will see again.
+    pub events: u64,
+    /// False for a dry run.
+    pub applied: bool,
+}
+
+/// Moves a subscriber back (admins only).
+pub(crate) async fn replay(
+    ctx: &Context<'_>,
+    name: String,
+    to_position: Option<String>,
+    to_time: Option<DateTime<Utc>>,
+    dry_run: bool,
+) -> Result<SubscriberReplay> {
+    let admin = admin_only(ctx).await?;
+    let s = ctx.data::<Services>()?;
+    let from = match (to_position, to_time) {
+        (Some(p), None) => ReplayFrom::Position(
+            p.parse::<Position>()
+                .map_err(|e| error("INVALID_INPUT", e.to_string()))?,
+        ),
+        (None, Some(t)) => ReplayFrom::Time(t),
+        _ => {
+            return Err(error(
+                "INVALID_INPUT",
+                "give exactly one of toPosition and toTime",
+            ));
+        }
+    };
+    let replay = replay::replay(&s.app.store, &name, from, dry_run, &admin)
+        .await
+        .map_err(|e| match e {
+            ReplayError::UnknownSubscriber(_) => error("NOT_FOUND", e.to_string()),
+            ReplayError::Forward { .. } => error("INVALID_INPUT", e.to_string()),
+            ReplayError::Rebuilding(_) => error("ALREADY_RUNNING", e.to_string()),
+            other => internal(other),
+        })?;
+    if replay.applied {
+        tracing::info!(%admin, subscriber = %name, to = %replay.to, "subscriber replayed");
+    }
+    Ok(SubscriberReplay {
+        subscriber: replay.subscriber,
+        from: replay.from.map(|p| p.to_string()),
+        to: replay.to.to_string(),
+        events: replay.events,
+        applied: replay.applied,
+    })
+}
+
+/// What a redelivery queued.
+#[derive(SimpleObject, Clone, Copy, Debug)]
+pub struct Redelivery {
+    pub activities: u64,
+    pub deliveries: u64,
+}
+
+/// Delivers again, recording the request (admins only).
+pub(crate) async fn redeliver(
+    ctx: &Context<'_>,
+    what: redeliver::Redelivery,
+    inboxes: Vec<String>,
+) -> Result<Redelivery> {
+    let admin = admin_only(ctx).await?;
+    let s = ctx.data::<Services>()?;
+    let done = redeliver::redeliver(&s.app.store, what, &inboxes, &admin)
+        .await
+        .map_err(|e| match e {
+            redeliver::RedeliveryError::Admin(e) => super::deliveries::admin_error(e),
+            other => internal(other),
+        })?;
+    tracing::info!(%admin, ?inboxes, activities = done.activities, deliveries = done.deliveries, "redelivery queued");
+    Ok(Redelivery {
+        activities: done.activities,
+        deliveries: done.deliveries,
+    })
+}
+
+/// What kind of row to account for.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AuditKind {
+    /// `subject`: the post's ActivityPub id (or a local post's id).
+    Post,
+    /// `subject` follows `object` (actor ids).
+    Follow,
+    /// `subject` (an actor id) favorited `object` (a post's ActivityPub id).
+    Favorite,
+    /// `subject` (an actor id) reblogged `object` (a post's ActivityPub id).
+    Reblog,
+    /// `subject` blocks `object` (actor ids).
+    Block,
+}
+
+/// An event that shaped a row, or one of its causes.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct AuditEvent {
+    pub position: String,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub stream_id: String,
+    pub recorded_at: DateTime<Utc>,
+    /// Who acted: a local actor (a GraphQL mutation or a command) or the
+    /// remote actor of an inbound activity.
+    pub actor: Option<String>,
+    /// The remote host an inbound activity came from.
+    pub remote_host: Option<String>,
+    /// When an inbound activity arrived.
+    pub received_at: Option<DateTime<Utc>>,
+    /// How an inbound request's signature was judged (verdict, key id,
+    /// signer, scheme).
+    pub signature: Option<async_graphql::Json<serde_json::Value>>,
+    pub correlation_id: Option<Uuid>,
+    pub payload: async_graphql::Json<serde_json::Value>,
+}
+
+impl From<&chorus_domain::RecordedEvent> for AuditEvent {
+    fn from(e: &chorus_domain::RecordedEvent) -> Self {
+        Self {
+            position: e.position.to_string(),
+            event_id: e.id.0,
+            event_type: e.event_type.clone(),
+            stream_id: e.stream_id.to_string(),
+            recorded_at: e.recorded_at,
+            actor: e.metadata.actor.clone(),
+            remote_host: e.metadata.remote_host.clone(),
+            received_at: e.metadata.received_at,
+            signature: e
+                .metadata
+                .signature
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok())
+                .map(async_graphql::Json),
+            correlation_id: e.metadata.correlation_id,
+            payload: async_graphql::Json(e.payload.decode().unwrap_or_default()),
+        }
+    }
+}
+
+/// One event of a row's stream, with the chain of events that caused it,
+/// nearest first, back to the inbound activity or local command it came from.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct AuditEntry {
+    pub event: AuditEvent,
+    pub causes: Vec<AuditEvent>,
+}
+
+/// The events that made a row of a read model (admins only).
+pub(crate) async fn audit(
+    ctx: &Context<'_>,
+    kind: AuditKind,
+    subject: String,
+    object: Option<String>,
+) -> Result<Vec<AuditEntry>> {
+    admin_only(ctx).await?;
+    let s = ctx.data::<Services>()?;
+    let object = || {
+        object
+            .clone()
+            .ok_or_else(|| error("INVALID_INPUT", "this kind needs an `object`"))
+    };
+    let subject = match kind {
+        AuditKind::Post => audit::Subject::Post(subject),
+        AuditKind::Follow => audit::Subject::Follow {
+            follower: subject,
+            followee: object()?,
+        },
+        AuditKind::Favorite => audit::Subject::Favorite {
+            actor: subject,
+            post: object()?,
+        },
+        AuditKind::Reblog => audit::Subject::Reblog {
+            actor: subject,
+            post: object()?,
+        },
+        AuditKind::Block => audit::Subject::Block {
+            blocker: subject,
+            blocked: object()?,
+        },
+    };
+    Ok(audit::audit(&s.app.store, &s.app.base_url, &subject)
+        .await
+        .map_err(internal)?
+        .iter()
+        .map(|entry| AuditEntry {
+            event: AuditEvent::from(&entry.event),
+            causes: entry.causes.iter().map(AuditEvent::from).collect(),
+        })
+        .collect())
 }

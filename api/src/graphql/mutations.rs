@@ -244,13 +244,41 @@ impl MutationRoot {
         activity_id: String,
         inbox: Option<String>,
     ) -> Result<u64> {
-        let admin = admin_only(ctx).await?;
-        let s = ctx.data::<Services>()?;
-        let queued = delivery::redeliver(&s.pool, &activity_id, inbox.as_deref())
-            .await
-            .map_err(admin_error)?;
-        tracing::info!(%admin, %activity_id, ?inbox, queued, "redelivery queued");
-        Ok(queued)
+        let what = crate::history::redeliver::Redelivery::Activity(activity_id);
+        let inboxes = inbox.into_iter().collect();
+        Ok(super::history::redeliver(ctx, what, inboxes)
+            .await?
+            .deliveries)
+    }
+
+    /// Admins: sends every outbound activity of `actor` recorded in
+    /// `[from, to)` again, to every inbox each was planned for or to
+    /// `inboxes` alone. NOT_FOUND when there is none.
+    async fn redeliver_actor(
+        &self,
+        ctx: &Context<'_>,
+        actor: String,
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        #[graphql(default)] inboxes: Vec<String>,
+    ) -> Result<super::history::Redelivery> {
+        let what = crate::history::redeliver::Redelivery::Actor { actor, from, to };
+        super::history::redeliver(ctx, what, inboxes).await
+    }
+
+    /// Admins: moves a subscriber's checkpoint back to a position or a
+    /// time, so that it sees the events after it again (nothing is sent
+    /// twice: every subscriber is idempotent). `dryRun` only says how many
+    /// events it would see.
+    async fn replay_subscriber(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        to_position: Option<String>,
+        to_time: Option<chrono::DateTime<chrono::Utc>>,
+        #[graphql(default)] dry_run: bool,
+    ) -> Result<super::history::SubscriberReplay> {
+        super::history::replay(ctx, name, to_position, to_time, dry_run).await
     }
 
     /// Admins: tries a host's pending jobs now and closes its circuit.

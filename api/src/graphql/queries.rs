@@ -261,6 +261,29 @@ impl QueryRoot {
         super::history::reprocessing(ctx, id).await
     }
 
+    /// Admins: every subscriber of the log (projections, the interpreter,
+    /// the delivery planner, …) with its position and lag.
+    async fn subscribers(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<super::history::SubscriberStatus>> {
+        super::history::subscribers(ctx).await
+    }
+
+    /// Admins: the events that made a post, follow, favorite, reblog or
+    /// block, each with the chain of events that caused it (back to the
+    /// inbound activity, with its signer and remote host, or the local
+    /// command, with its actor).
+    async fn audit(
+        &self,
+        ctx: &Context<'_>,
+        kind: super::history::AuditKind,
+        subject: String,
+        object: Option<String>,
+    ) -> Result<Vec<super::history::AuditEntry>> {
+        super::history::audit(ctx, kind, subject, object).await
+    }
+
     /// Admins: the delivery queue.
     async fn deliveries(&self, ctx: &Context<'_>) -> Result<super::deliveries::Deliveries> {
         super::deliveries::deliveries(ctx).await

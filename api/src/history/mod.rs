@@ -6,7 +6,10 @@
 //! Every action is itself recorded in the log (`chorus_domain::admin`): who
 //! asked, for what, over which range, and how it ended.
 
+pub mod audit;
 pub mod rebuilds;
+pub mod redeliver;
+pub mod replay;
 pub mod reprocess;
 
 use chorus_domain::admin::admin_stream;

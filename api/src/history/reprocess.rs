@@ -296,7 +296,8 @@ async fn one(
         Reinterpretation::Applied => {
             let appended: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM events
-                 WHERE metadata->>'reprocess' = $1 AND metadata->>'causation_id' = $2",
+                 WHERE metadata ? 'reprocess' AND metadata->>'reprocess' = $1
+                   AND metadata->>'causation_id' = $2",
             )
             .bind(run.to_string())
             .bind(event.id.to_string())
@@ -386,7 +387,7 @@ async fn effects_of(
 ) -> Result<Vec<HeldEffect>, ReprocessError> {
     let local = format!("{}/", base_url.trim_end_matches('/'));
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT event_id FROM events WHERE metadata->>'reprocess' = $1
+        "SELECT event_id FROM events WHERE metadata ? 'reprocess' AND metadata->>'reprocess' = $1
          ORDER BY transaction_id, seq",
     )
     .bind(run.to_string())

@@ -180,6 +180,8 @@ pub enum AdminError {
     InvalidInbox(String),
     #[error("invalid host {0:?}: expected a host name, with a port if it has one")]
     InvalidHost(String),
+    #[error("{0} has no outbound activity in that range")]
+    NothingToRedeliver(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -200,19 +202,71 @@ pub async fn redeliver(
     .fetch_optional(pool)
     .await?;
     let event = event.ok_or_else(|| AdminError::UnknownActivity(activity_id.to_owned()))?;
-    let host = match inbox {
-        Some(inbox) => Some(
+    let inboxes: Vec<String> = inbox.map(str::to_owned).into_iter().collect();
+    redeliver_event(pool, event, &inboxes).await
+}
+
+/// What [`redeliver_actor`] queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redelivered {
+    pub activities: u64,
+    pub deliveries: u64,
+}
+
+/// Sends every outbound activity of `actor` recorded in `[from, to)` again:
+/// to every inbox each was planned for, or to `inboxes` alone.
+pub async fn redeliver_actor(
+    pool: &PgPool,
+    actor: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    inboxes: &[String],
+) -> Result<Redelivered, AdminError> {
+    let events: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT event_id FROM delivery_activities
+         WHERE actor = $1 AND ($2::timestamptz IS NULL OR created_at >= $2)
+           AND ($3::timestamptz IS NULL OR created_at < $3)
+         ORDER BY position_major, position_minor",
+    )
+    .bind(actor)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    if events.is_empty() {
+        return Err(AdminError::NothingToRedeliver(actor.to_owned()));
+    }
+    let mut deliveries = 0;
+    for event in &events {
+        deliveries += redeliver_event(pool, *event, inboxes).await?;
+    }
+    Ok(Redelivered {
+        activities: events.len() as u64,
+        deliveries,
+    })
+}
+
+/// Queues the activity of `event` again, to its planned inboxes or to
+/// `inboxes` (planned or not).
+async fn redeliver_event(
+    pool: &PgPool,
+    event: uuid::Uuid,
+    inboxes: &[String],
+) -> Result<u64, AdminError> {
+    let hosts = inboxes
+        .iter()
+        .map(|inbox| {
             chorus_domain::inbound::host_of(inbox)
-                .ok_or_else(|| AdminError::InvalidInbox(inbox.to_owned()))?,
-        ),
-        None => None,
-    };
+                .ok_or_else(|| AdminError::InvalidInbox(inbox.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let queued = sqlx::query(
         "WITH targets AS (
-             SELECT inbox, host, personal FROM delivery_jobs WHERE event_id = $1 AND $2::text IS NULL
+             SELECT inbox, host, personal FROM delivery_jobs
+             WHERE event_id = $1 AND cardinality($2::text[]) = 0
              UNION ALL
-             SELECT $2, $3, NOT EXISTS (SELECT 1 FROM actors WHERE shared_inbox = $2)
-             WHERE $2::text IS NOT NULL
+             SELECT t.inbox, t.host, NOT EXISTS (SELECT 1 FROM actors WHERE shared_inbox = t.inbox)
+             FROM unnest($2::text[], $3::text[]) AS t (inbox, host)
          )
          INSERT INTO delivery_jobs (event_id, inbox, host, personal)
          SELECT $1, inbox, host, personal FROM targets
@@ -223,8 +277,8 @@ pub async fn redeliver(
          WHERE delivery_jobs.leased_until IS NULL OR delivery_jobs.leased_until < now()",
     )
     .bind(event)
-    .bind(inbox)
-    .bind(host)
+    .bind(inboxes)
+    .bind(&hosts)
     .execute(pool)
     .await?
     .rows_affected();

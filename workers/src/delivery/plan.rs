@@ -102,12 +102,34 @@ async fn run(
 ) {
     let pool = store.pool().clone();
     let mut last_saved = Instant::now();
+    // The checkpoint as stored: each write moves it on from there, and
+    // finds out when an admin moved it (a replay).
+    let mut saved = checkpoints::load(&pool, SUBSCRIBER).await.ok().flatten();
     'subscribe: loop {
         if pool.is_closed() {
             return;
         }
         let mut events = store.subscribe_all(checkpoint).ready_chunks(BATCH);
-        while let Some(batch) = events.next().await {
+        loop {
+            let batch = match tokio::time::timeout(CHECKPOINT_EVERY, events.next()).await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(_idle) => {
+                    match checkpoints::settle(&pool, SUBSCRIBER, &mut saved, checkpoint).await {
+                        Ok(None) => last_saved = Instant::now(),
+                        Ok(Some(moved)) => {
+                            tracing::info!(checkpoint = %moved, "the planner's checkpoint was moved; resuming from it");
+                            checkpoint = moved;
+                            progress.send_replace(moved);
+                            continue 'subscribe;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "could not save the planner's checkpoint")
+                        }
+                    }
+                    continue;
+                }
+            };
             let batch: Vec<RecordedEvent> = match batch.into_iter().collect() {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -142,8 +164,23 @@ async fn run(
                 read_models.caught_up(last).await;
             }
             loop {
-                match write(&pool, &plans, last).await {
-                    Ok(()) => break,
+                match write(&pool, &plans, saved, last).await {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        // Moved by an admin: nothing was written.
+                        match checkpoints::load(&pool, SUBSCRIBER).await {
+                            Ok(stored) => {
+                                saved = stored;
+                                checkpoint = stored.unwrap_or(Position::START);
+                                progress.send_replace(checkpoint);
+                                continue 'subscribe;
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "delivery planner cannot read its checkpoint; will retry");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
                     Err(error) => {
                         if pool.is_closed() {
                             return;
@@ -154,6 +191,7 @@ async fn run(
                 }
             }
             last_saved = Instant::now();
+            saved = Some(last);
             checkpoint = last;
             progress.send_replace(last);
             if !plans.is_empty() {
@@ -226,9 +264,19 @@ fn plan(event: RecordedEvent, local_prefix: &str) -> Option<Plan> {
     })
 }
 
-/// Writes the jobs of `plans` and the checkpoint, in one transaction.
-async fn write(pool: &PgPool, plans: &[Plan], checkpoint: Position) -> Result<(), sqlx::Error> {
+/// Writes the jobs of `plans` and the checkpoint (from `saved` to
+/// `checkpoint`), in one transaction; false, writing nothing, when the
+/// checkpoint is no longer at `saved`.
+async fn write(
+    pool: &PgPool,
+    plans: &[Plan],
+    saved: Option<Position>,
+    checkpoint: Position,
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    if !checkpoints::advance(&mut *tx, SUBSCRIBER, saved, checkpoint).await? {
+        return Ok(false);
+    }
     for plan in plans {
         let (major, minor) = db_position(plan.event.position);
         sqlx::query(
@@ -286,8 +334,8 @@ async fn write(pool: &PgPool, plans: &[Plan], checkpoint: Position) -> Result<()
         .execute(&mut *tx)
         .await?;
     }
-    checkpoints::save(&mut *tx, SUBSCRIBER, checkpoint).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(true)
 }
 
 fn db_position(position: Position) -> (i64, i64) {
