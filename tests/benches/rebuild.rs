@@ -343,6 +343,17 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    if std::env::var_os("CHORUS_BENCH_DIAG").is_some() {
+        for sql in [
+            "SELECT count(*)::text FROM events",
+            "SELECT sum(length(payload::text))::text FROM events",
+            "SELECT sum(length(metadata::text))::text FROM events",
+        ] {
+            let t = Instant::now();
+            let v: String = sqlx::query_scalar(sql).fetch_one(&pool).await?;
+            println!("  diag {sql}: {v} in {:.2} s", t.elapsed().as_secs_f64());
+        }
+    }
     // Baseline: the log read sequentially, page by page.
     let started = Instant::now();
     let read = read_log(&pool).await?;
