@@ -10,4 +10,4 @@ pub mod store;
 
 pub use cluster::{ClusterError, ClusterOptions, ClusterProfile, PrivateCluster};
 pub use group::{GroupAppender, GroupOptions};
-pub use store::{NewStream, PgEventStore, StoreOptions};
+pub use store::{Narrowed, NewStream, PgEventStore, StoreOptions};

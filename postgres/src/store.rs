@@ -150,6 +150,16 @@ impl Drop for Inner {
     }
 }
 
+/// What [`PgEventStore::read_after`] reads of the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Narrowed {
+    /// Only events of these types (every type when `None`).
+    pub types: Option<Vec<String>>,
+    /// Top-level payload fields left out (the reader does not read them;
+    /// an embedded ActivityStreams document is most of a payload).
+    pub without_fields: Vec<String>,
+}
+
 impl PgEventStore {
     /// A store on `pool` with default options. Must be called inside a Tokio
     /// runtime: it starts the tasks that listen for and announce appends.
@@ -233,55 +243,42 @@ impl PgEventStore {
     }
 
     /// Like [`EventStore::read_all`], through any pool on the store's
-    /// database, and only of the given types when `types` says: up to `limit` events strictly after `after`, in log
-    /// order, all below the visibility horizon. Readers that only care about
-    /// a few types (a rebuild of one read model) need not carry the others
-    /// over the wire.
+    /// database: up to `limit` events strictly after `after`, in log order,
+    /// all below the visibility horizon, narrowed by `read`. Readers that
+    /// only care about a few types and fields (a rebuild of a read model)
+    /// need not carry the rest over the wire.
     pub async fn read_after(
         pool: &PgPool,
         after: Position,
-        types: Option<&[String]>,
+        read: &Narrowed,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
         let (major, minor) = to_db(after);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<EventRow> = match types {
-            Some(types) => {
-                sqlx::query_as(concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM public.events
-                      WHERE (transaction_id, seq) > ($1, $2)
-                        AND transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
-                        AND event_type = ANY($3)
-                      ORDER BY transaction_id, seq
-                      LIMIT $4"
-                ))
-                .bind(major)
-                .bind(minor)
-                .bind(types)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
+        let sql = format!(
+            "SELECT transaction_id, seq, event_id, stream_id, stream_version, event_type,
+                    schema_version, (payload - $3::text[])::text, metadata::text, recorded_at
+             FROM public.events
+             WHERE (transaction_id, seq) > ($1, $2)
+               AND transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
+               {}
+             ORDER BY transaction_id, seq
+             LIMIT $4",
+            if read.types.is_some() {
+                "AND event_type = ANY($5)"
+            } else {
+                ""
             }
-            None => {
-                sqlx::query_as(concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM public.events
-                      WHERE (transaction_id, seq) > ($1, $2)
-                        AND transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
-                      ORDER BY transaction_id, seq
-                      LIMIT $3"
-                ))
-                .bind(major)
-                .bind(minor)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-            }
+        );
+        let mut query = sqlx::query_as::<_, EventRow>(&sql)
+            .bind(major)
+            .bind(minor)
+            .bind(&read.without_fields)
+            .bind(limit);
+        if let Some(types) = &read.types {
+            query = query.bind(types);
         }
-        .map_err(backend)?;
+        let rows = query.fetch_all(pool).await.map_err(backend)?;
         rows.into_iter().map(into_event).collect()
     }
 

@@ -28,6 +28,10 @@ impl Projection for Blocks {
         Some(EVENTS)
     }
 
+    fn unread_fields(&self) -> &'static [&'static str] {
+        &["activity"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["blocks"]
     }

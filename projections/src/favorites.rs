@@ -39,6 +39,10 @@ impl Projection for Favorites {
         Some(EVENTS)
     }
 
+    fn unread_fields(&self) -> &'static [&'static str] {
+        &["activity"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["favorites"]
     }

@@ -37,6 +37,10 @@ impl Projection for Follows {
         Some(EVENTS)
     }
 
+    fn unread_fields(&self) -> &'static [&'static str] {
+        &["activity"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["follows"]
     }

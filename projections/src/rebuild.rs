@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_domain::{EventStoreError, Position, RecordedEvent};
-use chorus_postgres::PgEventStore;
+use chorus_postgres::{Narrowed, PgEventStore};
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, watch};
@@ -361,7 +361,7 @@ async fn fill_and_swap(
         connections.push(conn);
     }
     // What to read: the union of the types the projections read, unless one
-    // cannot list them.
+    // cannot list them, without the payload fields none of them reads.
     let types: Option<Vec<String>> = targets
         .iter()
         .map(|t| t.projection.event_types())
@@ -376,12 +376,28 @@ async fn fill_and_swap(
             types.dedup();
             types
         });
+    let without_fields: Vec<String> = targets
+        .first()
+        .map(|first| first.projection.unread_fields())
+        .unwrap_or_default()
+        .iter()
+        .filter(|field| {
+            targets
+                .iter()
+                .all(|t| t.projection.unread_fields().contains(field))
+        })
+        .map(|f| (*f).to_owned())
+        .collect();
+    let narrowed = Narrowed {
+        types,
+        without_fields,
+    };
     count_totals(pool, &mut targets).await?;
     publish(pool, &targets, progress).await?;
 
     // The log is read by a task of its own, a page ahead of the writers.
     let (pages, mut receive) = mpsc::channel::<Result<Vec<RecordedEvent>, EventStoreError>>(2);
-    let reader = tokio::spawn(read_log(pool.clone(), types, pages));
+    let reader = tokio::spawn(read_log(pool.clone(), narrowed, pages));
     let mut last_published = Instant::now();
     while let Some(page) = receive.recv().await {
         let page = page?;
@@ -442,12 +458,12 @@ async fn publish(
 /// Reads the log from the start to its end, in pages.
 async fn read_log(
     pool: PgPool,
-    types: Option<Vec<String>>,
+    narrowed: Narrowed,
     pages: mpsc::Sender<Result<Vec<RecordedEvent>, EventStoreError>>,
 ) {
     let mut after = Position::START;
     loop {
-        let page = PgEventStore::read_after(&pool, after, types.as_deref(), PAGE).await;
+        let page = PgEventStore::read_after(&pool, after, &narrowed, PAGE).await;
         let full = page.as_ref().is_ok_and(|p| p.len() == PAGE);
         if let Ok(Some(last)) = page.as_ref().map(|p| p.last()) {
             after = last.position;
@@ -862,7 +878,7 @@ async fn read_between(
     after: Position,
     until: Position,
 ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-    let page = PgEventStore::read_after(pool, after, None, PAGE).await?;
+    let page = PgEventStore::read_after(pool, after, &Narrowed::default(), PAGE).await?;
     Ok(page
         .into_iter()
         .take_while(|e| e.position <= until)

@@ -71,6 +71,12 @@ pub trait Projection: Send + Sync + 'static {
         None
     }
 
+    /// Top-level payload fields the projection never reads, which a rebuild
+    /// need not read from the log (the embedded activity, mostly).
+    fn unread_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Every table the projection writes (its read model and its private
     /// helper tables), unqualified. A rebuild fills copies of exactly these
     /// in a schema of its own and swaps them in; a table missing here makes

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use chorus_domain::activitypub::{PUBLIC, activity, undo};
 use chorus_domain::{Position, StreamId};
-use chorus_postgres::{PgEventStore, PrivateCluster};
+use chorus_postgres::{Narrowed, PgEventStore, PrivateCluster};
 use chorus_projections::Projection;
 use chorus_projections::rebuild::Rebuild;
 use chorus_tests::bench::scale;
@@ -311,7 +311,7 @@ async fn read_log(pool: &PgPool) -> anyhow::Result<usize> {
     let mut after = Position::START;
     let mut n = 0;
     loop {
-        let page = PgEventStore::read_after(pool, after, None, 5_000).await?;
+        let page = PgEventStore::read_after(pool, after, &Narrowed::default(), 5_000).await?;
         let Some(last) = page.last() else {
             return Ok(n);
         };
