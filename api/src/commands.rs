@@ -555,3 +555,136 @@ pub async fn rebuild_projections(settings: Settings, names: Vec<String>) -> anyh
     })
     .await
 }
+
+/// `chorus reprocess preview`: how many stored activities a selection takes.
+pub async fn reprocess_preview(
+    settings: Settings,
+    selection: chorus_domain::admin::InboundSelection,
+) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let preview = crate::history::reprocess::preview(&app.pool, &selection).await?;
+        println!("{} activit(ies) selected", preview.activities);
+        for (kind, n) in preview.by_type {
+            println!("  {kind}\t{n}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus reprocess run`: interprets the selected stored activities again
+/// with this code, with a progress bar; what they would send is held.
+pub async fn reprocess_run(
+    settings: Settings,
+    selection: chorus_domain::admin::InboundSelection,
+) -> anyhow::Result<()> {
+    let federation_settings = settings.federation.clone();
+    with_app(&settings, |app| async move {
+        let federation = Arc::new(
+            Federation::new(
+                &federation_settings,
+                app.pool.clone(),
+                app.store.clone(),
+                &app.base_url,
+            )
+            .await
+            .context("starting federation")?,
+        );
+        let reinterpreter =
+            crate::federation::interpret::Reinterpreter::new(app.clone(), federation);
+        let run =
+            crate::history::reprocess::start(&app.store, selection, crate::history::CLI).await?;
+        eprintln!("reprocessing run {} ({} activities)", run.id, run.activities);
+        let bar = indicatif::ProgressBar::new(u64::try_from(run.activities).unwrap_or_default());
+        let (progress, mut updates) = tokio::sync::watch::channel((0i64, 0i64));
+        let watcher = {
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                while updates.changed().await.is_ok() {
+                    let (done, _) = *updates.borrow_and_update();
+                    bar.set_position(u64::try_from(done).unwrap_or_default());
+                }
+            })
+        };
+        let report =
+            crate::history::reprocess::run(&reinterpreter, &app.store, &run, progress).await?;
+        let _ = watcher.await;
+        bar.finish_and_clear();
+        println!(
+            "run {}: {} activities, {} applied now, {} unchanged, {} not applied for another reason, {} failed",
+            run.id, report.activities, report.applied, report.unchanged, report.not_applied, report.failed
+        );
+        print_held(&app, run.id).await
+    })
+    .await
+}
+
+async fn print_held(app: &App, run: Uuid) -> anyhow::Result<()> {
+    let held = crate::history::reprocess::effects(&app.store, &app.base_url, run).await?;
+    if held.is_empty() {
+        println!("nothing held");
+    } else {
+        println!(
+            "{} activit(ies) held, sent only after `chorus reprocess release {run}`:",
+            held.len()
+        );
+        for h in held {
+            println!(
+                "  {} {} by {} to {}",
+                h.activity_type,
+                h.activity_id,
+                h.actor,
+                h.recipients.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `chorus reprocess status RUN`: a run's outcome and what it holds.
+pub async fn reprocess_status(settings: Settings, run: Uuid) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let status = crate::history::reprocess::status(&app.store, run)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no reprocessing run {run}"))?;
+        println!(
+            "run {run}, asked by {} at {}, {} activities selected",
+            status.requested.requested_by,
+            status.requested.requested_at.to_rfc3339(),
+            status.requested.selected
+        );
+        match status.finished {
+            None => println!("not finished"),
+            Some(f) => {
+                println!(
+                    "finished {}: {} applied now, {} unchanged, {} not applied, {} failed",
+                    f.finished_at.to_rfc3339(),
+                    f.applied,
+                    f.unchanged,
+                    f.not_applied,
+                    f.failed
+                );
+                if let Some(released) = status.released {
+                    println!(
+                        "held effects released {}",
+                        released.released_at.to_rfc3339()
+                    );
+                }
+                print_held(&app, run).await?;
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus reprocess release RUN`: sends what a run held.
+pub async fn reprocess_release(settings: Settings, run: Uuid) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let released =
+            crate::history::reprocess::release(&app.store, run, crate::history::CLI).await?;
+        println!("released {} held activit(ies)", released.events.len());
+        Ok(())
+    })
+    .await
+}

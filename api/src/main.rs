@@ -66,8 +66,71 @@ enum Command {
         #[command(subcommand)]
         action: ProjectionAction,
     },
+    /// Interpret stored inbound activities again with this code.
+    Reprocess {
+        #[command(subcommand)]
+        action: ReprocessAction,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
+}
+
+/// Which stored inbound activities (all when no option is given).
+#[derive(Debug, clap::Args)]
+struct Selection {
+    /// Received strictly after this log position (`<major>.<minor>`).
+    #[arg(long)]
+    after: Option<chorus_domain::Position>,
+    /// Received at or before this log position.
+    #[arg(long)]
+    until: Option<chorus_domain::Position>,
+    /// Received at or after this time (RFC 3339).
+    #[arg(long)]
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Received before this time (RFC 3339).
+    #[arg(long)]
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Sent by this remote host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Of this ActivityStreams type (`Follow`, `Like`, ...).
+    #[arg(long = "type")]
+    activity_type: Option<String>,
+    /// Whose last outcome was this.
+    #[arg(long, value_parser = ["unsupported", "refused", "ignored", "applied"])]
+    outcome: Option<String>,
+}
+
+impl From<Selection> for chorus_domain::admin::InboundSelection {
+    fn from(s: Selection) -> Self {
+        Self {
+            after: s.after,
+            until: s.until,
+            from: s.from,
+            to: s.to,
+            host: s.host,
+            activity_type: s.activity_type,
+            outcome: s.outcome,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ReprocessAction {
+    /// How many activities the selection takes, by type (a dry run).
+    Preview {
+        #[command(flatten)]
+        selection: Selection,
+    },
+    /// Interpret them again; what they would send is held until released.
+    Run {
+        #[command(flatten)]
+        selection: Selection,
+    },
+    /// A run's outcome and what it holds.
+    Status { run: uuid::Uuid },
+    /// Send what a run holds.
+    Release { run: uuid::Uuid },
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +340,18 @@ fn main() -> ExitCode {
                 InstanceAction::List => commands::list_instances(settings).await,
             },
             Command::Deliveries { action } => commands::deliveries(settings, action.into()).await,
+            Command::Reprocess { action } => match action {
+                ReprocessAction::Preview { selection } => {
+                    commands::reprocess_preview(settings, selection.into()).await
+                }
+                ReprocessAction::Run { selection } => {
+                    commands::reprocess_run(settings, selection.into()).await
+                }
+                ReprocessAction::Status { run } => commands::reprocess_status(settings, run).await,
+                ReprocessAction::Release { run } => {
+                    commands::reprocess_release(settings, run).await
+                }
+            },
             Command::Projections { action } => match action {
                 ProjectionAction::List => commands::list_projections(settings).await,
                 ProjectionAction::Status { name } => {

@@ -88,3 +88,53 @@ async fn read_models_are_listed_and_rebuilt_from_the_command_line() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(recorded, 4);
 }
+
+fn reprocess(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .arg("reprocess")
+        .args(args)
+        .env("DATABASE_URL", &app.database_url)
+        .env_remove("CHORUS_CONFIG")
+        .env("CHORUS_BASE_URL", &app.base_url)
+        .env("CHORUS_ALLOW_PRIVATE_ADDRESSES", "true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run chorus: {e}"));
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn inbound_history_is_reprocessed_from_the_command_line() {
+    let app = spawn_app().await;
+    some_history(&app).await;
+    let (code, out, err) = reprocess(&app, &["preview", "--outcome", "unsupported"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "0 activit(ies) selected\n");
+    let (code, out, err) = reprocess(&app, &["run", "--type", "Follow"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(": 0 activities, 0 applied now"), "{out}");
+    assert!(out.ends_with("nothing held\n"), "{out}");
+    let run = err
+        .lines()
+        .find_map(|l| l.strip_prefix("reprocessing run "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run id: {err}"))
+        .to_owned();
+    let (code, out, _) = reprocess(&app, &["status", &run]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("asked by cli"), "{out}");
+    let (code, _, err) = reprocess(&app, &["release", &run]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("held nothing to send"), "{err}");
+    let (code, _, err) = reprocess(&app, &["run", "--outcome", "odd"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = reprocess(&app, &["preview", "--after", "x"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = reprocess(&app, &["status", "01a23dad-01d4-7698-8f0a-62db45aea0b3"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no reprocessing run"), "{err}");
+}
