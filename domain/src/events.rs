@@ -6,7 +6,8 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::actors::ActorRegistered;
+use crate::actors::{ActorDeleted, ActorRegistered};
+use crate::erasure::ContentErased;
 use crate::instances::{InstanceBlocked, InstanceUnblocked};
 use crate::interactions::{Favorited, Reblogged, Unfavorited, Unreblogged};
 use crate::posts::{PostCreated, PostDeleted, PostEdited};
@@ -83,6 +84,8 @@ domain_events! {
     RemotePostDeleted => "RemotePostDeleted" v 1,
     InstanceBlocked => "InstanceBlocked" v 1,
     InstanceUnblocked => "InstanceUnblocked" v 1,
+    ActorDeleted => "ActorDeleted" v 1,
+    ContentErased => "ContentErased" v 1,
 }
 
 /// A stored event of a known type that cannot be read.

@@ -11,6 +11,7 @@
 
 pub mod activitypub;
 pub mod actors;
+pub mod erasure;
 pub mod event_store;
 pub mod events;
 pub mod inbound;

@@ -37,6 +37,8 @@ pub struct TestApp {
     /// Delivery of outbound activities: the planner and, in process, the
     /// senders.
     pub delivery: Delivery,
+    /// The erasure of deleted content.
+    pub erasure: chorus_workers::erasure::Erasure,
     pub client: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
 }
@@ -144,6 +146,16 @@ async fn spawn(
     )
     .await
     .unwrap_or_else(|e| panic!("cannot start delivery: {e}"));
+    let erasure = chorus_workers::erasure::Erasure::start(
+        store.clone(),
+        Arc::new(delivery.planner.clone()),
+        chorus_workers::erasure::ErasureOptions {
+            key_sweep_every: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot start the erasure: {e}"));
     let state = state.with_federation(federation.clone());
     let server = tokio::spawn(async move {
         let _ = axum::serve(
@@ -156,6 +168,7 @@ async fn spawn(
         federation,
         interpreter,
         delivery,
+        erasure,
         app: App::new(store.clone(), &base_url),
         base_url,
         database_url: db.url,
@@ -214,6 +227,10 @@ impl TestApp {
                     .reached(last, Duration::from_secs(10))
                     .await,
                 "delivery planning did not catch up"
+            );
+            assert!(
+                self.erasure.reached(last, Duration::from_secs(10)).await,
+                "the erasure did not catch up"
             );
             settled = last;
         }

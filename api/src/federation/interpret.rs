@@ -354,6 +354,10 @@ impl Worker {
     ) -> Result<(), AppError> {
         let stamp = stamp(event, received);
         let outcome = match serde_json::from_str::<Value>(&received.raw) {
+            // Its content was erased after a deletion: nothing comes back.
+            _ if chorus_domain::erasure::is_redacted(&event.metadata) => {
+                ignored(chorus_domain::erasure::ERASED_REASON)
+            }
             Err(error) => refused(format!("the stored body is not JSON: {error}")),
             Ok(document) => match chorus_domain::inbound::read_activity(&document) {
                 Err(error) => refused(error.to_string()),

@@ -31,8 +31,8 @@ pub trait ReadModels: Send + Sync + std::fmt::Debug {
     async fn caught_up(&self, position: Position);
 }
 
-/// A running planner.
-#[derive(Debug)]
+/// A running planner (clones watch the same one).
+#[derive(Clone, Debug)]
 pub struct Planner {
     progress: watch::Receiver<Position>,
 }
@@ -85,6 +85,8 @@ struct Plan {
     activity_type: String,
     body: String,
     recipients: Vec<String>,
+    /// To every remote server known (an account's deletion).
+    everyone: bool,
 }
 
 async fn run(
@@ -185,6 +187,7 @@ fn plan(event: RecordedEvent, local_prefix: &str) -> Option<Plan> {
         activity_type: text("type"),
         body: body(outbound.activity).to_string(),
         recipients: outbound.recipients,
+        everyone: outbound.everyone,
         event,
     })
 }
@@ -215,7 +218,8 @@ async fn write(pool: &PgPool, plans: &[Plan], checkpoint: Position) -> Result<()
         // Local actors, deleted actors and blocked instances get nothing.
         // Followers are those of the activity's position: whoever asked to
         // follow after it (before it was planned) does not get it, and
-        // whoever stopped following since does not either.
+        // whoever stopped following since does not either. An account's
+        // deletion goes to every remote actor known.
         sqlx::query(
             "WITH sender AS (
                  SELECT followers_uri FROM actors WHERE uri = $2 AND local
@@ -226,6 +230,8 @@ async fn write(pool: &PgPool, plans: &[Plan], checkpoint: Position) -> Result<()
                    AND (SELECT followers_uri FROM sender) = ANY($3)
                  UNION
                  SELECT a.* FROM actors a WHERE a.uri = ANY($3)
+                 UNION
+                 SELECT a.* FROM actors a WHERE $6 AND NOT a.local
              ), inboxes AS (
                  SELECT DISTINCT ON (coalesce(shared_inbox, inbox))
                         coalesce(shared_inbox, inbox) AS inbox,
@@ -246,6 +252,7 @@ async fn write(pool: &PgPool, plans: &[Plan], checkpoint: Position) -> Result<()
         .bind(&plan.recipients)
         .bind(major)
         .bind(minor)
+        .bind(plan.everyone)
         .execute(&mut *tx)
         .await?;
     }
