@@ -14,11 +14,13 @@ BEGIN
     IF TG_OP = 'UPDATE' AND coalesce(current_setting('chorus.erasure', true), '') = 'on' THEN
         RETURN NULL;
     END IF;
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'the event log is append-only: UPDATE on events is not allowed'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'only the erasure of deleted content rewrites payloads';
+    END IF;
     RAISE EXCEPTION 'the event log is append-only: % on events is not allowed', TG_OP
-        USING ERRCODE = 'insufficient_privilege',
-              HINT = CASE WHEN TG_OP = 'UPDATE'
-                          THEN 'only the erasure of deleted content rewrites payloads'
-                     END;
+        USING ERRCODE = 'insufficient_privilege';
 END;
 $$;
 
@@ -64,13 +66,15 @@ CREATE TABLE erasure_holdings (
     PRIMARY KEY (subject, event_id)
 );
 
--- Posts and actors whose content was erased: an event that arrives later
--- carrying their content is redacted as soon as the subscriber reads it.
+-- Posts and actors whose content was erased: an event after the deletion
+-- that carries their content is redacted as soon as the subscriber reads it.
 CREATE TABLE erasure_subjects (
-    subject   text PRIMARY KEY,
-    kind      text NOT NULL CHECK (kind IN ('post', 'actor')),
-    deletion  uuid NOT NULL,         -- the event that deleted it (or its author)
-    erased_at timestamptz NOT NULL DEFAULT now()
+    subject        text PRIMARY KEY,
+    kind           text NOT NULL CHECK (kind IN ('post', 'actor')),
+    deletion       uuid NOT NULL,    -- the event that deleted it (or its author)
+    position_major bigint NOT NULL,  -- of that event
+    position_minor bigint NOT NULL,
+    erased_at      timestamptz NOT NULL DEFAULT now()
 );
 
 -- Deleted local accounts whose private key is kept until their

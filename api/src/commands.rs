@@ -222,7 +222,7 @@ pub async fn delete_account(settings: Settings, handle: String) -> anyhow::Resul
             .delete_account(None, &handle)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!("deleted {handle} ({uri})");
+        println!("deleted {uri}");
         Ok(())
     })
     .await

@@ -86,7 +86,9 @@ pub fn deletion(event: &DomainEvent) -> Option<(ErasedKind, &str)> {
 /// author), an actor's profile in its registration or updates, and a
 /// received activity carries whatever its actor sent, and the content of
 /// its object when the object is inline (a Create, an Update, an Announce
-/// with the post embedded).
+/// with the post embedded). A remote actor's follow, block, favorite or
+/// reblog keeps the activity it received, which may embed its object too
+/// (an Announce with the post inline).
 pub fn subjects(event: &DomainEvent) -> Vec<&str> {
     let mut subjects: Vec<&str> = match event {
         DomainEvent::ActorRegistered(e) => vec![&e.uris.id],
@@ -95,6 +97,14 @@ pub fn subjects(event: &DomainEvent) -> Vec<&str> {
         DomainEvent::RemotePostCreated(e) => vec![&e.uri, &e.author],
         DomainEvent::RemotePostEdited(e) => vec![&e.uri, &e.author],
         DomainEvent::RemoteActorUpdated(e) => vec![&e.uri],
+        DomainEvent::FollowRequested(e) => embedded(&e.activity),
+        DomainEvent::Unfollowed(e) => embedded(&e.activity),
+        DomainEvent::Blocked(e) => embedded(&e.activity),
+        DomainEvent::Unblocked(e) => embedded(&e.activity),
+        DomainEvent::Favorited(e) => embedded(&e.activity),
+        DomainEvent::Unfavorited(e) => embedded(&e.activity),
+        DomainEvent::Reblogged(e) => embedded(&e.activity),
+        DomainEvent::Unreblogged(e) => embedded(&e.activity),
         DomainEvent::ActivityReceived(e) => {
             let mut subjects = vec![e.actor.as_str()];
             if let Some(object) = &e.object
@@ -108,6 +118,45 @@ pub fn subjects(event: &DomainEvent) -> Vec<&str> {
     };
     subjects.dedup();
     subjects
+}
+
+/// The types whose `activity` may be a received one, embedding its object.
+const EMBEDDING: &[&str] = &[
+    "FollowRequested",
+    "Unfollowed",
+    "Blocked",
+    "Unblocked",
+    "Favorited",
+    "Unfavorited",
+    "Reblogged",
+    "Unreblogged",
+];
+
+/// The ids of the objects an activity embeds (not activities: the object
+/// of an embedded activity, as in Undo{Announce{Note}}).
+fn embedded(activity: &Value) -> Vec<&str> {
+    match activity.get("object") {
+        Some(object @ Value::Object(fields)) if fields.contains_key("object") => embedded(object),
+        Some(Value::Object(fields)) => fields
+            .get("id")
+            .and_then(Value::as_str)
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Replaces the objects an activity embeds (see [`embedded`]) by their ids.
+fn unembed(activity: &mut Value) {
+    let Some(object) = activity.get_mut("object") else {
+        return;
+    };
+    if object.get("object").is_some() {
+        return unembed(object);
+    }
+    if let Some(id) = object.get("id").filter(|_| object.is_object()).cloned() {
+        *object = id;
+    }
 }
 
 /// Whether an activity's `object` is embedded (anything but a bare id).
@@ -162,6 +211,11 @@ pub fn redact(event_type: &str, payload: &Value) -> Option<Value> {
         "ActivityReceived" => {
             let raw = redacted_raw(fields);
             fields.insert("raw".into(), Value::String(raw));
+        }
+        _ if EMBEDDING.contains(&event_type) => {
+            if let Some(activity) = fields.get_mut("activity") {
+                unembed(activity);
+            }
         }
         _ => return None,
     }
@@ -410,18 +464,66 @@ mod tests {
     }
 
     #[test]
+    fn a_received_reblog_keeps_the_id_of_the_post_it_embedded() {
+        let announce = |object: Value| {
+            json!({
+                "id": "https://r.test/announces/1",
+                "type": "Announce",
+                "actor": "https://r.test/users/dave",
+                "object": object,
+            })
+        };
+        let note = json!({ "id": "https://c.test/notes/9", "type": "Note", "content": SECRET });
+        let reblog = |activity: Value| {
+            DomainEvent::Reblogged(crate::interactions::Reblogged {
+                actor: "https://r.test/users/dave".into(),
+                post: "https://c.test/notes/9".into(),
+                post_author: "https://c.test/users/carl".into(),
+                announce_id: "https://r.test/announces/1".into(),
+                published: Utc::now(),
+                activity,
+            })
+        };
+        let inline = reblog(announce(note.clone()));
+        assert_eq!(subjects(&inline), ["https://c.test/notes/9"]);
+        let DomainEvent::Reblogged(redacted) = check(inline) else {
+            panic!("same type")
+        };
+        assert_eq!(redacted.activity["object"], "https://c.test/notes/9");
+        // An Undo of it embeds it one level deeper.
+        let undo = DomainEvent::Unreblogged(crate::interactions::Unreblogged {
+            actor: "https://r.test/users/dave".into(),
+            post: "https://c.test/notes/9".into(),
+            post_author: "https://c.test/users/carl".into(),
+            announce_id: "https://r.test/announces/1".into(),
+            activity: json!({ "type": "Undo", "object": announce(note) }),
+        });
+        assert_eq!(subjects(&undo), ["https://c.test/notes/9"]);
+        let DomainEvent::Unreblogged(redacted) = check(undo) else {
+            panic!("same type")
+        };
+        assert_eq!(
+            redacted.activity["object"]["object"],
+            "https://c.test/notes/9"
+        );
+        let by_id = reblog(announce(json!("https://c.test/notes/9")));
+        assert!(subjects(&by_id).is_empty());
+    }
+
+    #[test]
     fn events_without_content_are_not_redacted() {
         for (event_type, _) in EVENT_TYPES {
-            let carries = matches!(
-                *event_type,
-                "ActorRegistered"
-                    | "PostCreated"
-                    | "PostEdited"
-                    | "RemotePostCreated"
-                    | "RemotePostEdited"
-                    | "RemoteActorUpdated"
-                    | "ActivityReceived"
-            );
+            let carries = EMBEDDING.contains(event_type)
+                || matches!(
+                    *event_type,
+                    "ActorRegistered"
+                        | "PostCreated"
+                        | "PostEdited"
+                        | "RemotePostCreated"
+                        | "RemotePostEdited"
+                        | "RemoteActorUpdated"
+                        | "ActivityReceived"
+                );
             assert_eq!(
                 redact(event_type, &json!({})).is_some(),
                 carries,

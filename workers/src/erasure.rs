@@ -154,6 +154,7 @@ impl Erasure {
 /// A deletion read in a batch.
 struct Deletion {
     event: EventId,
+    position: Position,
     kind: ErasedKind,
     subject: String,
     /// The account, for a local account's deletion.
@@ -163,8 +164,8 @@ struct Deletion {
 /// What one batch asks of the erasure.
 #[derive(Default)]
 struct Work {
-    /// (subject, event) pairs, in log order.
-    holdings: Vec<(String, EventId)>,
+    /// (subject, event, its position), in log order.
+    holdings: Vec<(String, EventId, Position)>,
     deletions: Vec<Deletion>,
 }
 
@@ -181,7 +182,8 @@ impl Work {
                 }
             };
             for subject in erasure::subjects(&decoded) {
-                work.holdings.push((subject.to_owned(), event.id));
+                work.holdings
+                    .push((subject.to_owned(), event.id, event.position));
             }
             if let Some((kind, subject)) = erasure::deletion(&decoded) {
                 let account = match &decoded {
@@ -190,6 +192,7 @@ impl Work {
                 };
                 work.deletions.push(Deletion {
                     event: event.id,
+                    position: event.position,
                     kind,
                     subject: subject.to_owned(),
                     account,
@@ -297,8 +300,8 @@ async fn write(pool: &PgPool, work: &Work, checkpoint: Position) -> Result<Done,
     let mut tx = pool.begin().await?;
     let mut done = Done::default();
     if !work.holdings.is_empty() {
-        let subjects: Vec<&str> = work.holdings.iter().map(|(s, _)| s.as_str()).collect();
-        let events: Vec<Uuid> = work.holdings.iter().map(|(_, e)| e.0).collect();
+        let subjects: Vec<&str> = work.holdings.iter().map(|(s, _, _)| s.as_str()).collect();
+        let events: Vec<Uuid> = work.holdings.iter().map(|(_, e, _)| e.0).collect();
         sqlx::query(
             "INSERT INTO erasure_holdings (subject, event_id)
              SELECT * FROM unnest($1::text[], $2::uuid[])
@@ -319,7 +322,8 @@ async fn write(pool: &PgPool, work: &Work, checkpoint: Position) -> Result<Done,
 }
 
 /// Redacts the batch's events that carry content erased before: a post or
-/// an actor deleted in an earlier batch, whose content came again.
+/// an actor deleted in an earlier batch, whose content came again after
+/// its deletion.
 async fn late_arrivals(
     conn: &mut PgConnection,
     work: &Work,
@@ -328,12 +332,13 @@ async fn late_arrivals(
     let subjects: Vec<&str> = work
         .holdings
         .iter()
-        .map(|(s, _)| s.as_str())
+        .map(|(s, _, _)| s.as_str())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let erased: Vec<(String, Uuid, String)> = sqlx::query_as(
-        "SELECT subject, deletion, kind FROM erasure_subjects WHERE subject = ANY($1)",
+    let erased: Vec<(String, Uuid, String, i64, i64)> = sqlx::query_as(
+        "SELECT subject, deletion, kind, position_major, position_minor
+         FROM erasure_subjects WHERE subject = ANY($1)",
     )
     .bind(&subjects)
     .fetch_all(&mut *conn)
@@ -341,15 +346,22 @@ async fn late_arrivals(
     if erased.is_empty() {
         return Ok(());
     }
-    let erased: HashMap<&str, (Uuid, &str)> = erased
+    let erased: HashMap<&str, (Uuid, &str, Position)> = erased
         .iter()
-        .map(|(subject, deletion, kind)| (subject.as_str(), (*deletion, kind.as_str())))
+        .map(|(subject, deletion, kind, major, minor)| {
+            let position = checkpoints::from_db(*major, *minor);
+            (subject.as_str(), (*deletion, kind.as_str(), position))
+        })
         .collect();
     let mut seen = HashSet::new();
-    for (subject, event) in &work.holdings {
-        let Some((deletion, kind)) = erased.get(subject.as_str()) else {
+    for (subject, event, position) in &work.holdings {
+        let Some((deletion, kind, deleted_at)) = erased.get(subject.as_str()) else {
             continue;
         };
+        // What came before the deletion was erased with it.
+        if position <= deleted_at {
+            continue;
+        }
         if !seen.insert(*event) {
             continue;
         }
@@ -415,14 +427,17 @@ async fn erase(
     let kinds: Vec<&str> = std::iter::once(kind_name(deletion.kind))
         .chain(posts.iter().map(|_| "post"))
         .collect();
+    let (major, minor) = checkpoints::to_db(deletion.position);
     sqlx::query(
-        "INSERT INTO erasure_subjects (subject, deletion, kind)
-         SELECT s, $2, k FROM unnest($1::text[], $3::text[]) AS u (s, k)
+        "INSERT INTO erasure_subjects (subject, deletion, kind, position_major, position_minor)
+         SELECT s, $2, k, $4, $5 FROM unnest($1::text[], $3::text[]) AS u (s, k)
          ON CONFLICT (subject) DO NOTHING",
     )
     .bind(&subjects)
     .bind(deletion.event.0)
     .bind(&kinds)
+    .bind(major)
+    .bind(minor)
     .execute(&mut *conn)
     .await?;
     if let Some(account) = deletion.account {
@@ -488,7 +503,7 @@ async fn forget_account(
 /// Rewrites the payloads of `events` with their content erased, marks them
 /// redacted (by the `ContentErased` with id `record`), and redacts the
 /// delivery queue's copies of their activities. Returns the events that
-/// carry content (redacted now or before), in order.
+/// carried content (redacted now or before), in order.
 async fn redact_events(
     conn: &mut PgConnection,
     events: &[EventId],
@@ -514,11 +529,16 @@ async fn redact_events(
         let Some(redacted) = erasure::redact(&event_type, &payload) else {
             continue;
         };
-        carrying.push(EventId(id));
         let mut metadata: Metadata = serde_json::from_str(&metadata)?;
-        if erasure::is_redacted(&metadata) && redacted == payload {
+        // Unchanged: redacted before, or nothing of it was content after
+        // all (an activity it received that embeds nothing).
+        if redacted == payload {
+            if erasure::is_redacted(&metadata) {
+                carrying.push(EventId(id));
+            }
             continue;
         }
+        carrying.push(EventId(id));
         metadata
             .extra
             .entry(REDACTED)
