@@ -771,10 +771,19 @@ async fn a_deleted_account_cannot_sign_in_answers_gone_and_its_delete_is_deliver
     assert_eq!(status, 410);
     assert_eq!(tombstone["type"], "Tombstone");
     assert_eq!(tombstone["formerType"], "Person");
-    let (status, _) = app
-        .activitypub(&format!("{}/posts/{post_id}", app.base_url))
-        .await;
-    assert_eq!(status, 410);
+    for url in [
+        format!("{}/posts/{post_id}", app.base_url),
+        format!("{}/outbox", alice.uri),
+        format!("{}/followers", alice.uri),
+        format!(
+            "{}/.well-known/webfinger?resource=acct:alice@{}",
+            app.base_url,
+            app.base_url.trim_start_matches("http://")
+        ),
+    ] {
+        let (status, _) = app.activitypub(&url).await;
+        assert_eq!(status, 410, "{url}");
+    }
     // Bob's server gets the Delete{Person}, signed with alice's key.
     let delivered = deliveries(&sink, 3).await;
     let delete = delivered
