@@ -1,6 +1,7 @@
 //! What the subcommands of `chorus` do.
 
 use chorus_workers::delivery::admin::{self, JobFilter, JobState};
+use chorus_workers::erasure::{Erasure, ErasureOptions};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -54,9 +55,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Interpreter::start(App::new(store.clone(), &state.base_url), federation.clone())
             .await
             .context("starting the interpreter")?;
-        let _delivery = Delivery::start(store, &federation, projections, &state.base_url)
+        let delivery = Delivery::start(store.clone(), &federation, projections, &state.base_url)
             .await
             .context("starting delivery")?;
+        let _erasure = Erasure::start(
+            store,
+            Arc::new(delivery.planner.clone()),
+            ErasureOptions::default(),
+        )
+        .await
+        .context("starting the erasure")?;
         let app = router(state.with_federation(federation));
         tracing::info!(bind = %settings.bind, base_url = %settings.base_url, "serving");
         axum::serve(
@@ -200,6 +208,21 @@ pub async fn create_account(
         println!("created {} ({})", account.actor.handle, account.actor.uri);
         println!("token id: {}", account.token.token_id);
         println!("token:    {}", account.token.secret);
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus accounts delete`: deletes a local account (its tokens revoked at
+/// once); `chorus serve` then sends its Delete{Person} and erases its
+/// content.
+pub async fn delete_account(settings: Settings, handle: String) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let (uri, _) = app
+            .delete_account(None, &handle)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("deleted {uri}");
         Ok(())
     })
     .await

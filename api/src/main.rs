@@ -270,6 +270,9 @@ enum AccountAction {
         #[arg(long)]
         admin: bool,
     },
+    /// Delete a local account: its tokens stop working, its Delete is sent
+    /// to every server Chorus knows and its content is erased.
+    Delete { handle: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,6 +327,9 @@ fn main() -> ExitCode {
                         admin,
                     },
             } => commands::create_account(settings, handle, display_name, locked, admin).await,
+            Command::Accounts {
+                action: AccountAction::Delete { handle },
+            } => commands::delete_account(settings, handle).await,
             Command::Tokens {
                 action: TokenAction::Create { handle, label },
             } => commands::create_token(settings, handle, label).await,

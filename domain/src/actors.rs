@@ -2,9 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::StreamId;
+use crate::activitypub::{self, PUBLIC};
 use crate::events::DomainEvent;
 
 /// A local account's name: the `alice` of `@alice@example.com`.
@@ -173,6 +175,22 @@ pub struct ActorRegistered {
     pub registered_at: DateTime<Utc>,
 }
 
+/// A local account was deleted: it cannot sign in any more, its actor
+/// answers as a Tombstone, and its posts, follows, favorites, reblogs and
+/// blocks are gone. Its content is then erased from the log too (see
+/// [`crate::erasure`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActorDeleted {
+    pub actor_id: Uuid,
+    pub handle: Handle,
+    /// The actor's ActivityPub id.
+    pub uri: String,
+    pub deleted_at: DateTime<Utc>,
+    /// The Delete{Person} to deliver (it stands for the deletion of every
+    /// post of the account too, as Mastodon's does).
+    pub activity: Value,
+}
+
 /// Create a local account.
 #[derive(Clone, Debug)]
 pub struct RegisterActor {
@@ -191,6 +209,22 @@ pub enum ActorError {
     HandleTaken(Handle),
     #[error("a display name is at most {max} characters", max = MAX_DISPLAY_NAME)]
     DisplayNameTooLong,
+    #[error("no such account")]
+    NotFound,
+    #[error("the account was deleted")]
+    Deleted,
+}
+
+impl ActorError {
+    /// A stable code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::HandleTaken(_) => "HANDLE_TAKEN",
+            Self::DisplayNameTooLong => "DISPLAY_NAME_TOO_LONG",
+            Self::NotFound => "NOT_FOUND",
+            Self::Deleted => "DELETED",
+        }
+    }
 }
 
 /// The longest display name accepted.
@@ -200,13 +234,23 @@ pub const MAX_DISPLAY_NAME: usize = 100;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ActorState {
     pub registered: Option<ActorRegistered>,
+    /// When the account was deleted, if it was. A deleted account keeps its
+    /// handle: it is never registered again.
+    pub deleted: Option<DateTime<Utc>>,
 }
 
 impl ActorState {
     pub fn apply(&mut self, event: &DomainEvent) {
-        if let DomainEvent::ActorRegistered(e) = event {
-            self.registered = Some(e.clone());
+        match event {
+            DomainEvent::ActorRegistered(e) => self.registered = Some(e.clone()),
+            DomainEvent::ActorDeleted(e) => self.deleted = Some(e.deleted_at),
+            _ => {}
         }
+    }
+
+    /// The account, if it exists and is not deleted.
+    pub fn live(&self) -> Option<&ActorRegistered> {
+        self.registered.as_ref().filter(|_| self.deleted.is_none())
     }
 }
 
@@ -239,6 +283,32 @@ pub fn register(
         admin: command.admin,
         public_key_pem: command.public_key_pem,
         registered_at: now,
+    })])
+}
+
+/// Decides the deletion of a local account: a `Delete` of the actor by
+/// itself, addressed to the public collection, as Mastodon sends it (the
+/// delivery planner sends it to every server Chorus knows).
+pub fn delete(state: &ActorState, now: DateTime<Utc>) -> Result<Vec<DomainEvent>, ActorError> {
+    let registered = state.registered.as_ref().ok_or(ActorError::NotFound)?;
+    if state.deleted.is_some() {
+        return Err(ActorError::Deleted);
+    }
+    let uri = &registered.uris.id;
+    let activity = activitypub::activity(
+        &format!("{uri}#delete"),
+        "Delete",
+        uri,
+        Value::String(uri.clone()),
+        &[PUBLIC.to_owned()],
+        &[],
+    );
+    Ok(vec![DomainEvent::ActorDeleted(ActorDeleted {
+        actor_id: registered.actor_id,
+        handle: registered.handle.clone(),
+        uri: uri.clone(),
+        deleted_at: now,
+        activity,
     })])
 }
 
@@ -313,6 +383,36 @@ mod tests {
                 Handle::parse("alice").unwrap_or_else(|e| panic!("{e}"))
             ))
         );
+    }
+
+    #[test]
+    fn a_deleted_account_is_gone_once_and_its_handle_stays_taken() {
+        let mut state = ActorState::default();
+        assert_eq!(delete(&state, Utc::now()), Err(ActorError::NotFound));
+        for e in
+            register(&state, command("alice"), "https://ex.test", Utc::now()).unwrap_or_default()
+        {
+            state.apply(&e);
+        }
+        let events = delete(&state, Utc::now()).unwrap_or_else(|e| panic!("{e}"));
+        let [DomainEvent::ActorDeleted(deleted)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(deleted.uri, "https://ex.test/users/alice");
+        assert_eq!(deleted.activity["type"], "Delete");
+        assert_eq!(deleted.activity["id"], "https://ex.test/users/alice#delete");
+        assert_eq!(deleted.activity["object"], "https://ex.test/users/alice");
+        assert_eq!(deleted.activity["actor"], "https://ex.test/users/alice");
+        assert_eq!(deleted.activity["to"][0], PUBLIC);
+        for e in &events {
+            state.apply(e);
+        }
+        assert!(state.live().is_none());
+        assert_eq!(delete(&state, Utc::now()), Err(ActorError::Deleted));
+        assert!(matches!(
+            register(&state, command("alice"), "https://ex.test", Utc::now()),
+            Err(ActorError::HandleTaken(_))
+        ));
     }
 
     #[test]

@@ -6,12 +6,13 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::actors::ActorRegistered;
+use crate::actors::{ActorDeleted, ActorRegistered};
 use crate::admin::{
     InboundReprocessed, InboundReprocessingRequested, ProjectionRebuildFinished,
     ProjectionRebuildRequested, RedeliveryRequested, ReprocessedEffectsReleased,
     SubscriberReplayed,
 };
+use crate::erasure::ContentErased;
 use crate::instances::{InstanceBlocked, InstanceUnblocked};
 use crate::interactions::{Favorited, Reblogged, Unfavorited, Unreblogged};
 use crate::posts::{PostCreated, PostDeleted, PostEdited};
@@ -96,6 +97,8 @@ domain_events! {
     SubscriberReplayed => "SubscriberReplayed" v 1,
     RedeliveryRequested => "RedeliveryRequested" v 1,
     ActivityReprocessed => "ActivityReprocessed" v 1,
+    ActorDeleted => "ActorDeleted" v 1,
+    ContentErased => "ContentErased" v 1,
 }
 
 /// A stored event of a known type that cannot be read.

@@ -12,6 +12,7 @@
 pub mod activitypub;
 pub mod actors;
 pub mod admin;
+pub mod erasure;
 pub mod event_store;
 pub mod events;
 pub mod inbound;

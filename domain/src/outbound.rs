@@ -23,6 +23,10 @@ pub struct Outbound<'a> {
     /// actors and collections (such as the actor's followers), in order,
     /// without repeats.
     pub recipients: Vec<String>,
+    /// Also to every server Chorus knows: an account's deletion, which
+    /// Mastodon sends to all the inboxes it knows, since the account's
+    /// followers are gone from the read models by the time it is planned.
+    pub everyone: bool,
 }
 
 /// The activity `event` decided, if it is one to deliver.
@@ -41,6 +45,7 @@ pub fn outbound(event: &DomainEvent) -> Option<Outbound<'_>> {
         DomainEvent::Unfavorited(e) => (&e.activity, Some(&e.post_author)),
         DomainEvent::Reblogged(e) => (&e.activity, Some(&e.post_author)),
         DomainEvent::Unreblogged(e) => (&e.activity, Some(&e.post_author)),
+        DomainEvent::ActorDeleted(e) => (&e.activity, None),
         _ => return None,
     };
     let actor = activity.get("actor")?.as_str()?;
@@ -67,6 +72,7 @@ pub fn outbound(event: &DomainEvent) -> Option<Outbound<'_>> {
         actor,
         activity,
         recipients,
+        everyone: matches!(event, DomainEvent::ActorDeleted(_)),
     })
 }
 
@@ -149,6 +155,32 @@ mod tests {
             deleted_at: chrono::Utc::now(),
         });
         assert_eq!(outbound(&event), None);
+    }
+
+    #[test]
+    fn an_accounts_deletion_goes_to_every_server_known() {
+        let mut state = crate::actors::ActorState::default();
+        state.apply(&DomainEvent::ActorRegistered(
+            crate::actors::ActorRegistered {
+                actor_id: uuid::Uuid::nil(),
+                handle: crate::actors::Handle::parse("alice").unwrap_or_else(|e| panic!("{e}")),
+                uris: crate::actors::ActorUris::local(
+                    "https://a.test",
+                    &crate::actors::Handle::parse("alice").unwrap_or_else(|e| panic!("{e}")),
+                ),
+                display_name: None,
+                locked: false,
+                admin: false,
+                public_key_pem: "PEM".into(),
+                registered_at: chrono::Utc::now(),
+            },
+        ));
+        let events = crate::actors::delete(&state, chrono::Utc::now()).unwrap_or_default();
+        let out = outbound(&events[0]).unwrap_or_else(|| panic!("a deletion is delivered"));
+        assert_eq!(out.actor, "https://a.test/users/alice");
+        assert!(out.everyone);
+        assert!(out.recipients.is_empty(), "{:?}", out.recipients);
+        assert_eq!(out.activity["type"], "Delete");
     }
 
     #[test]

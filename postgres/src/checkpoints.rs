@@ -134,11 +134,12 @@ pub async fn list<'e>(
 /// Positions are stored as two `bigint`s. Both parts come from Postgres
 /// `bigint`s in the first place (a transaction id and a sequence value, never
 /// negative), so the conversions below cannot lose anything.
-pub(crate) fn from_db(major: i64, minor: i64) -> Position {
+pub fn from_db(major: i64, minor: i64) -> Position {
     Position::new(major.max(0).unsigned_abs(), minor.max(0).unsigned_abs())
 }
 
-pub(crate) fn to_db(position: Position) -> (i64, i64) {
+/// A position as the two `bigint`s it is stored as.
+pub fn to_db(position: Position) -> (i64, i64) {
     (
         i64::try_from(position.major()).unwrap_or(i64::MAX),
         i64::try_from(position.minor()).unwrap_or(i64::MAX),

@@ -411,6 +411,27 @@ impl PgEventStore {
             .collect())
     }
 
+    /// Replaces the payload and metadata of events held in memory for
+    /// subscriptions, after the erasure rewrote them in the database (the
+    /// only rewrite of stored events), so that no subscriber of this
+    /// process is handed the erased content afterwards.
+    pub fn redacted(&self, events: &HashMap<EventId, (Payload, Metadata)>) {
+        if events.is_empty() {
+            return;
+        }
+        let Ok(mut tail) = self.inner.tail.lock() else {
+            return;
+        };
+        for cached in tail.events.iter_mut() {
+            if let Some((payload, metadata)) = events.get(&cached.id) {
+                let mut event = RecordedEvent::clone(cached);
+                event.payload = payload.clone();
+                event.metadata = metadata.clone();
+                *cached = Arc::new(event);
+            }
+        }
+    }
+
     /// Wakes subscribers after events were committed outside [`EventStore::append`].
     pub fn appended(&self) {
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));

@@ -16,6 +16,7 @@ const EVENTS: &[&str] = &[
     "ActorRegistered",
     "RemoteActorUpdated",
     "RemoteActorDeleted",
+    "ActorDeleted",
 ];
 
 #[async_trait]
@@ -45,6 +46,20 @@ impl Projection for Actors {
             Some(DomainEvent::ActorRegistered(e)) => e,
             Some(DomainEvent::RemoteActorUpdated(e)) => {
                 return remote_updated(conn, event, &e).await;
+            }
+            // A deleted local account keeps its row (its actor answers 410,
+            // its handle stays taken) without its profile.
+            Some(DomainEvent::ActorDeleted(e)) => {
+                sqlx::query(
+                    "UPDATE actors SET deleted_at = $2, summary = NULL, display_name = NULL,
+                                       icon = NULL, public_key_pem = NULL
+                     WHERE uri = $1 AND local AND deleted_at IS NULL",
+                )
+                .bind(&e.uri)
+                .bind(e.deleted_at)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
             }
             Some(DomainEvent::RemoteActorDeleted(e)) => {
                 sqlx::query(

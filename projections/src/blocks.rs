@@ -12,7 +12,7 @@ use crate::{Projection, ProjectionError};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Blocks;
 
-const EVENTS: &[&str] = &["Blocked", "Unblocked"];
+const EVENTS: &[&str] = &["Blocked", "Unblocked", "ActorDeleted"];
 
 #[async_trait]
 impl Projection for Blocks {
@@ -68,6 +68,13 @@ impl Projection for Blocks {
                 .bind(minor)
                 .execute(&mut *conn)
                 .await?;
+            }
+            // A deleted account blocks no one and is blocked by no one.
+            Some(DomainEvent::ActorDeleted(e)) => {
+                sqlx::query("DELETE FROM blocks WHERE blocker = $1 OR blocked = $1")
+                    .bind(&e.uri)
+                    .execute(&mut *conn)
+                    .await?;
             }
             Some(DomainEvent::Unblocked(e)) => {
                 sqlx::query("DELETE FROM blocks WHERE blocker = $1 AND blocked = $2")

@@ -21,6 +21,7 @@ const EVENTS: &[&str] = &[
     "Unfollowed",
     "FollowSevered",
     "RemoteActorDeleted",
+    "ActorDeleted",
 ];
 
 #[async_trait]
@@ -124,16 +125,19 @@ impl Projection for Follows {
             Some(DomainEvent::Unfollowed(e)) => ended(conn, &e.follower, &e.followee).await,
             Some(DomainEvent::FollowSevered(e)) => ended(conn, &e.follower, &e.followee).await,
             // A deleted actor follows no one and is followed by no one.
-            Some(DomainEvent::RemoteActorDeleted(e)) => {
-                sqlx::query("DELETE FROM follows WHERE follower = $1 OR followee = $1")
-                    .bind(&e.uri)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            }
+            Some(DomainEvent::RemoteActorDeleted(e)) => actor_deleted(conn, &e.uri).await,
+            Some(DomainEvent::ActorDeleted(e)) => actor_deleted(conn, &e.uri).await,
             _ => Ok(()),
         }
     }
+}
+
+async fn actor_deleted(conn: &mut PgConnection, actor: &str) -> Result<(), ProjectionError> {
+    sqlx::query("DELETE FROM follows WHERE follower = $1 OR followee = $1")
+        .bind(actor)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 async fn requested(

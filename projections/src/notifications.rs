@@ -22,6 +22,7 @@ const EVENTS: &[&str] = &[
     "Reblogged",
     "PostCreated",
     "RemotePostCreated",
+    "ActorDeleted",
 ];
 
 #[async_trait]
@@ -112,6 +113,19 @@ impl Projection for Notifications {
                 .bind(&e.uris.id)
                 .execute(&mut *conn)
                 .await?;
+            }
+            // A deleted account is notified of nothing any more, and what it
+            // did is no one's notification.
+            DomainEvent::ActorDeleted(e) => {
+                for statement in [
+                    "DELETE FROM notifications WHERE recipient = $1 OR actor = $1",
+                    "DELETE FROM notification_local_actors WHERE uri = $1",
+                ] {
+                    sqlx::query(statement)
+                        .bind(&e.uri)
+                        .execute(&mut *conn)
+                        .await?;
+                }
             }
             DomainEvent::FollowRequested(e) => {
                 notify(

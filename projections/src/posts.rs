@@ -2,9 +2,7 @@
 
 use async_trait::async_trait;
 use chorus_domain::posts::{PostCreated, PostEdited};
-use chorus_domain::remote::{
-    RemoteActorDeleted, RemotePostCreated, RemotePostDeleted, RemotePostEdited,
-};
+use chorus_domain::remote::{RemotePostCreated, RemotePostDeleted, RemotePostEdited};
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
@@ -31,6 +29,7 @@ const EVENTS: &[&str] = &[
     "RemotePostEdited",
     "RemotePostDeleted",
     "RemoteActorDeleted",
+    "ActorDeleted",
 ];
 
 #[async_trait]
@@ -89,7 +88,12 @@ impl Projection for Posts {
             Some(DomainEvent::RemotePostCreated(e)) => remote_created(conn, event, &e).await,
             Some(DomainEvent::RemotePostEdited(e)) => remote_edited(conn, &e).await,
             Some(DomainEvent::RemotePostDeleted(e)) => remote_deleted(conn, &e).await,
-            Some(DomainEvent::RemoteActorDeleted(e)) => author_deleted(conn, &e).await,
+            Some(DomainEvent::RemoteActorDeleted(e)) => {
+                author_deleted(conn, &e.uri, false, e.deleted_at).await
+            }
+            Some(DomainEvent::ActorDeleted(e)) => {
+                author_deleted(conn, &e.uri, true, e.deleted_at).await
+            }
             _ => Ok(()),
         }
     }
@@ -388,25 +392,32 @@ async fn remote_deleted(
     Ok(())
 }
 
-/// A deleted actor's posts go with it, as tombstones.
+/// A deleted actor's posts go with it, as tombstones: a remote actor's
+/// (`RemoteActorDeleted`) or a local account's (`ActorDeleted`, whose
+/// Delete{Person} stands for the deletion of each of its posts).
 async fn author_deleted(
     conn: &mut PgConnection,
-    e: &RemoteActorDeleted,
+    author: &str,
+    local: bool,
+    deleted_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), ProjectionError> {
     sqlx::query(
-        "DELETE FROM post_edits WHERE post_uri IN (SELECT uri FROM posts WHERE author = $1 AND NOT local)",
+        "DELETE FROM post_edits
+         WHERE post_uri IN (SELECT uri FROM posts WHERE author = $1 AND local = $2)",
     )
-    .bind(&e.uri)
+    .bind(author)
+    .bind(local)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
         "UPDATE posts
          SET deleted_at = $2, content = '', source = NULL, summary = NULL, mentions = '{}',
              hashtags = '{}', activity = NULL, attachments = '[]', url = NULL
-         WHERE author = $1 AND NOT local AND deleted_at IS NULL",
+         WHERE author = $1 AND local = $3 AND deleted_at IS NULL",
     )
-    .bind(&e.uri)
-    .bind(e.deleted_at)
+    .bind(author)
+    .bind(deleted_at)
+    .bind(local)
     .execute(&mut *conn)
     .await?;
     Ok(())

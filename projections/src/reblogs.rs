@@ -18,6 +18,7 @@ const EVENTS: &[&str] = &[
     "PostDeleted",
     "RemotePostDeleted",
     "RemoteActorDeleted",
+    "ActorDeleted",
 ];
 
 const TABLE: InteractionTable = InteractionTable {
@@ -76,6 +77,7 @@ impl Projection for Reblogs {
             Some(DomainEvent::PostDeleted(e)) => TABLE.remove_post(conn, &e.uri).await?,
             Some(DomainEvent::RemotePostDeleted(e)) => TABLE.remove_post(conn, &e.uri).await?,
             Some(DomainEvent::RemoteActorDeleted(e)) => TABLE.remove_actor(conn, &e.uri).await?,
+            Some(DomainEvent::ActorDeleted(e)) => TABLE.remove_actor(conn, &e.uri).await?,
             _ => {}
         }
         Ok(())

@@ -36,6 +36,7 @@ const EVENTS: &[&str] = &[
     "FollowSevered",
     "Blocked",
     "Unblocked",
+    "ActorDeleted",
 ];
 
 #[async_trait]
@@ -114,6 +115,7 @@ impl Projection for Timelines {
                 created(conn, event, &post).await?;
             }
             Some(DomainEvent::PostDeleted(e)) => deleted(conn, &e.uri).await?,
+            Some(DomainEvent::ActorDeleted(e)) => account_deleted(conn, &e.uri).await?,
             Some(DomainEvent::RemotePostDeleted(e)) => deleted(conn, &e.uri).await?,
             Some(DomainEvent::Reblogged(e)) => reblogged(conn, event, &e).await?,
             Some(DomainEvent::Unreblogged(e)) => {
@@ -245,6 +247,24 @@ struct NewPost<'a> {
 }
 
 /// Every trace of a deleted post goes, including others' reblogs.
+/// A deleted local account has no timeline any more, and its posts and
+/// reblogs leave everyone's.
+async fn account_deleted(conn: &mut PgConnection, actor: &str) -> Result<(), ProjectionError> {
+    for statement in [
+        "DELETE FROM home_timeline WHERE owner = $1 OR author = $1 OR reblogged_by = $1",
+        "DELETE FROM public_timeline WHERE author = $1",
+        "DELETE FROM timeline_followers WHERE followee = $1 OR follower = $1",
+        "DELETE FROM timeline_blocks WHERE blocker = $1 OR blocked = $1",
+        "DELETE FROM timeline_local_actors WHERE uri = $1",
+    ] {
+        sqlx::query(statement)
+            .bind(actor)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn deleted(conn: &mut PgConnection, uri: &str) -> Result<(), ProjectionError> {
     sqlx::query("DELETE FROM home_timeline WHERE post = $1")
         .bind(uri)

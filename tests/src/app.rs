@@ -38,6 +38,8 @@ pub struct TestApp {
     /// Delivery of outbound activities: the planner and, in process, the
     /// senders.
     pub delivery: Delivery,
+    /// The erasure of deleted content.
+    pub erasure: chorus_workers::erasure::Erasure,
     pub client: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
 }
@@ -173,6 +175,16 @@ async fn spawn_with(
     )
     .await
     .unwrap_or_else(|e| panic!("cannot start delivery: {e}"));
+    let erasure = chorus_workers::erasure::Erasure::start(
+        store.clone(),
+        Arc::new(delivery.planner.clone()),
+        chorus_workers::erasure::ErasureOptions {
+            key_sweep_every: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot start the erasure: {e}"));
     let state = state.with_federation(federation.clone());
     let server = tokio::spawn(async move {
         let _ = axum::serve(
@@ -185,6 +197,7 @@ async fn spawn_with(
         federation,
         interpreter,
         delivery,
+        erasure,
         app: App::new(store.clone(), &base_url),
         base_url,
         database_url: db.url,
@@ -243,6 +256,10 @@ impl TestApp {
                     .reached(last, Duration::from_secs(10))
                     .await,
                 "delivery planning did not catch up"
+            );
+            assert!(
+                self.erasure.reached(last, Duration::from_secs(10)).await,
+                "the erasure did not catch up"
             );
             settled = last;
         }

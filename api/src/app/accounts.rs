@@ -1,11 +1,11 @@
-//! Creating local accounts.
+//! Creating and deleting local accounts.
 
 use chorus_domain::actors::{self, ActorState, Handle, RegisterActor};
-use chorus_domain::{ExpectedVersion, Metadata};
+use chorus_domain::{EventStoreError, ExpectedVersion, Metadata, Position};
 use chorus_postgres::PgEventStore;
 use uuid::Uuid;
 
-use super::{App, AppError, LocalActor};
+use super::{ATTEMPTS, App, AppError, LocalActor};
 use crate::{keys, tokens};
 
 /// A created account and its first API token (shown once).
@@ -65,7 +65,7 @@ impl App {
             .await
         {
             Ok(_) => {}
-            Err(chorus_domain::EventStoreError::WrongExpectedVersion { .. }) => {
+            Err(EventStoreError::WrongExpectedVersion { .. }) => {
                 return Err(actors::ActorError::HandleTaken(handle).into());
             }
             Err(e) => return Err(e.into()),
@@ -88,5 +88,69 @@ impl App {
             actor: LocalActor::from(&registered),
             token,
         })
+    }
+
+    /// Deletes the local account `handle`, as `by` (the account itself or
+    /// an admin; `None` for the command line). The `ActorDeleted` event
+    /// (with the Delete{Person} to deliver) and the revocation of every
+    /// token of the account commit together, so it cannot sign in from
+    /// then on; its content is then erased by the erasure subscriber.
+    /// Returns the actor's id and the event's position.
+    pub async fn delete_account(
+        &self,
+        by: Option<&LocalActor>,
+        handle: &str,
+    ) -> Result<(String, Option<Position>), AppError> {
+        let handle = Handle::parse(handle).map_err(|_| AppError::NotFound {
+            what: "account",
+            id: handle.to_owned(),
+        })?;
+        if let Some(by) = by
+            && by.handle != handle
+            && !by.admin
+        {
+            return Err(AppError::Forbidden);
+        }
+        let stream = actors::actor_stream(&handle);
+        for _ in 0..ATTEMPTS {
+            let (state, version) = self.load::<ActorState>(&stream).await?;
+            let events = actors::delete(&state, chrono::Utc::now())?;
+            let Some(chorus_domain::DomainEvent::ActorDeleted(deleted)) = events.first() else {
+                return Err(AppError::Invalid("the deletion decided nothing".into()));
+            };
+            let metadata = Metadata {
+                actor: Some(by.map_or_else(|| deleted.uri.clone(), |by| by.uri.clone())),
+                correlation_id: Some(Uuid::now_v7()),
+                ..Metadata::default()
+            };
+            let new_events = events
+                .iter()
+                .map(|e| e.to_new_event().map(|n| n.with_metadata(metadata.clone())))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| AppError::Invalid(e.to_string()))?;
+            let mut tx = self.pool.begin().await?;
+            let outcome = match PgEventStore::append_with(
+                &mut tx,
+                &stream,
+                ExpectedVersion::Exact(version),
+                &new_events,
+            )
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(EventStoreError::WrongExpectedVersion { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            sqlx::query(
+                "UPDATE api_tokens SET revoked_at = now() WHERE actor_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(deleted.actor_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            self.store.appended();
+            return Ok((deleted.uri.clone(), outcome.last_position()));
+        }
+        Err(AppError::Contended)
     }
 }

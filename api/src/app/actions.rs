@@ -162,12 +162,17 @@ impl App {
 
     pub(crate) async fn post_state(&self, reference: &str) -> Result<(Uuid, PostState), AppError> {
         let id = self.post_id(reference)?;
-        let (state, _) = self.load::<PostState>(&post_stream(id)).await?;
-        if state.created.is_none() {
+        let (mut state, _) = self.load::<PostState>(&post_stream(id)).await?;
+        let Some(post) = &state.created else {
             return Err(AppError::NotFound {
                 what: "post",
                 id: reference.to_owned(),
             });
+        };
+        // A deleted account's posts went with it: its Delete{Person} stands
+        // for a Delete of each.
+        if !state.deleted && self.local_actor_by_uri(&post.author).await?.is_none() {
+            state.deleted = true;
         }
         Ok((id, state))
     }

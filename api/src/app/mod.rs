@@ -80,8 +80,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Handle(_) => "INVALID_HANDLE",
-            Self::Actor(actors::ActorError::HandleTaken(_)) => "HANDLE_TAKEN",
-            Self::Actor(actors::ActorError::DisplayNameTooLong) => "DISPLAY_NAME_TOO_LONG",
+            Self::Actor(e) => e.code(),
             Self::Post(e) => e.code(),
             Self::Relationship(e) => e.code(),
             Self::Interaction(e) => e.code(),
@@ -176,7 +175,7 @@ impl Stamp {
 }
 
 /// How many times a command is decided again after losing a race.
-const ATTEMPTS: usize = 5;
+pub(crate) const ATTEMPTS: usize = 5;
 
 /// The command side of Chorus.
 #[derive(Clone, Debug)]
@@ -294,12 +293,12 @@ impl App {
     }
 
     /// The local actor with `handle`, from its stream (authoritative, so an
-    /// account can act the moment it exists).
+    /// account can act the moment it exists, and not once it is deleted).
     pub async fn local_actor(&self, handle: &Handle) -> Result<Option<LocalActor>, AppError> {
         let (state, _) = self
             .load::<ActorState>(&actors::actor_stream(handle))
             .await?;
-        Ok(state.registered.as_ref().map(LocalActor::from))
+        Ok(state.live().map(LocalActor::from))
     }
 
     /// The local actor whose ActivityPub id is `uri`.

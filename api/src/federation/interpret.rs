@@ -169,7 +169,7 @@ impl Reinterpreter {
             .metadata
             .extra
             .insert(REPROCESS.to_owned(), Value::String(run.to_string()));
-        Ok(match self.worker.outcome(&stamp, received).await? {
+        Ok(match self.worker.outcome(event, &stamp, received).await? {
             Outcome::Applied => Reinterpretation::Applied,
             Outcome::NotApplied(outcome, reason) => Reinterpretation::NotApplied(outcome, reason),
         })
@@ -444,10 +444,15 @@ impl Worker {
     /// (a not-applied outcome is returned, not recorded).
     async fn outcome(
         &self,
+        event: &RecordedEvent,
         stamp: &Stamp,
         received: &ActivityReceived,
     ) -> Result<Outcome, AppError> {
         Ok(match serde_json::from_str::<Value>(&received.raw) {
+            // Its content was erased after a deletion: nothing comes back.
+            _ if chorus_domain::erasure::is_redacted(&event.metadata) => {
+                ignored(chorus_domain::erasure::ERASED_REASON)
+            }
             Err(error) => refused(format!("the stored body is not JSON: {error}")),
             Ok(document) => match chorus_domain::inbound::read_activity(&document) {
                 Err(error) => refused(error.to_string()),
@@ -463,7 +468,7 @@ impl Worker {
         received: &ActivityReceived,
     ) -> Result<(), AppError> {
         let stamp = stamp(event, received);
-        let outcome = self.outcome(&stamp, received).await?;
+        let outcome = self.outcome(event, &stamp, received).await?;
         if let Outcome::NotApplied(outcome, reason) = outcome {
             // Interpreted again (a replay) after its meaning was recorded:
             // deciding it against today's state ("already following") says

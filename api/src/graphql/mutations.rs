@@ -127,6 +127,24 @@ impl MutationRoot {
         Ok(id)
     }
 
+    /// Deletes the signed-in account, or (admins) the local account
+    /// `handle`: every token of it stops working, its actor answers 410
+    /// Gone, its posts, follows, favorites, reblogs and blocks are gone, a
+    /// Delete of the actor goes to every server Chorus knows, and its
+    /// content is erased from the log. Returns the deleted actor's id.
+    async fn delete_account(&self, ctx: &Context<'_>, handle: Option<String>) -> Result<ID> {
+        let me = acting(ctx).await?;
+        let s = ctx.data::<Services>()?;
+        let handle = handle.unwrap_or_else(|| me.handle.to_string());
+        let (uri, position) = s
+            .app
+            .delete_account(Some(&me), &handle)
+            .await
+            .map_err(GraphqlError::from)?;
+        s.caught_up(position).await;
+        Ok(ID(uri))
+    }
+
     /// Favorites a post, local or remote (Like). `post` is a local post's id
     /// or any post's ActivityPub id.
     async fn favorite(&self, ctx: &Context<'_>, post: ID) -> Result<Post> {

@@ -36,8 +36,8 @@ pub trait ReadModels: Send + Sync + std::fmt::Debug {
     async fn caught_up(&self, position: Position);
 }
 
-/// A running planner.
-#[derive(Debug)]
+/// A running planner (clones watch the same one).
+#[derive(Clone, Debug)]
 pub struct Planner {
     progress: watch::Receiver<Position>,
 }
@@ -90,6 +90,8 @@ struct Plan {
     activity_type: String,
     body: String,
     recipients: Vec<String>,
+    /// To every remote server known (an account's deletion).
+    everyone: bool,
 }
 
 async fn run(
@@ -234,6 +236,12 @@ async fn plans(
 
 /// The plan for `event`, if it is a local actor's activity to deliver.
 fn plan(event: RecordedEvent, local_prefix: &str) -> Option<Plan> {
+    // Its content was erased after a deletion (the erasure runs behind the
+    // planner, so only a planner that reads the log again sees one): an
+    // emptied activity is not sent.
+    if chorus_domain::erasure::is_redacted(&event.metadata) {
+        return None;
+    }
     let decoded = match DomainEvent::from_recorded(&event) {
         Ok(Some(decoded)) => decoded,
         Ok(None) => return None,
@@ -260,6 +268,7 @@ fn plan(event: RecordedEvent, local_prefix: &str) -> Option<Plan> {
         activity_type: text("type"),
         body: body(outbound.activity).to_string(),
         recipients: outbound.recipients,
+        everyone: outbound.everyone,
         event,
     })
 }
@@ -300,7 +309,8 @@ async fn write(
         // Local actors, deleted actors and blocked instances get nothing.
         // Followers are those of the activity's position: whoever asked to
         // follow after it (before it was planned) does not get it, and
-        // whoever stopped following since does not either.
+        // whoever stopped following since does not either. An account's
+        // deletion goes to every remote actor known.
         sqlx::query(
             "WITH sender AS (
                  SELECT followers_uri FROM actors WHERE uri = $2 AND local
@@ -311,6 +321,8 @@ async fn write(
                    AND (SELECT followers_uri FROM sender) = ANY($3)
                  UNION
                  SELECT a.* FROM actors a WHERE a.uri = ANY($3)
+                 UNION
+                 SELECT a.* FROM actors a WHERE $6 AND NOT a.local
              ), inboxes AS (
                  SELECT DISTINCT ON (coalesce(shared_inbox, inbox))
                         coalesce(shared_inbox, inbox) AS inbox,
@@ -331,6 +343,7 @@ async fn write(
         .bind(&plan.recipients)
         .bind(major)
         .bind(minor)
+        .bind(plan.everyone)
         .execute(&mut *tx)
         .await?;
     }
