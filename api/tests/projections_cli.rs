@@ -7,13 +7,14 @@ use std::process::{Command, Stdio};
 use chorus_tests::app::{TestApp, spawn_app};
 use chorus_tests::history::{read_models, some_history};
 
-fn chorus(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+/// Runs `chorus ARGS…` against `app`'s database; its exit code and output.
+fn run(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .arg("projections")
         .args(args)
         .env("DATABASE_URL", &app.database_url)
         .env_remove("CHORUS_CONFIG")
         .env("CHORUS_BASE_URL", &app.base_url)
+        .env("CHORUS_ALLOW_PRIVATE_ADDRESSES", "true")
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run chorus: {e}"));
@@ -22,6 +23,14 @@ fn chorus(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+fn chorus(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+    run(app, &[&["projections"], args].concat())
+}
+
+fn reprocess(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+    run(app, &[&["reprocess"], args].concat())
 }
 
 #[tokio::test]
@@ -87,24 +96,6 @@ async fn read_models_are_listed_and_rebuilt_from_the_command_line() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(recorded, 4);
-}
-
-fn reprocess(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .arg("reprocess")
-        .args(args)
-        .env("DATABASE_URL", &app.database_url)
-        .env_remove("CHORUS_CONFIG")
-        .env("CHORUS_BASE_URL", &app.base_url)
-        .env("CHORUS_ALLOW_PRIVATE_ADDRESSES", "true")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run chorus: {e}"));
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]

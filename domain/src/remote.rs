@@ -73,6 +73,17 @@ pub enum NotApplied {
     Ignored,
 }
 
+impl NotApplied {
+    /// Its stored name (`unsupported`, `refused`, `ignored`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unsupported => "unsupported",
+            Self::Refused => "refused",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
 /// The interpreter read a received activity and changed nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityNotApplied {

@@ -132,7 +132,7 @@ impl Projection for Received {
                 .await?;
             }
             Some(DomainEvent::ActivityReprocessed(e)) => {
-                let outcome = e.outcome.map(label);
+                let outcome = e.outcome.map(NotApplied::as_str);
                 sqlx::query(
                     "UPDATE received_activities SET outcome = $2, reason = $3 WHERE activity_id = $1",
                 )
@@ -143,7 +143,7 @@ impl Projection for Received {
                 .await?;
             }
             Some(DomainEvent::ActivityNotApplied(e)) => {
-                let outcome = label(e.outcome);
+                let outcome = e.outcome.as_str();
                 sqlx::query(
                     "UPDATE received_activities SET outcome = $2, reason = $3 WHERE activity_id = $1",
                 )
@@ -156,14 +156,5 @@ impl Projection for Received {
             _ => {}
         }
         Ok(())
-    }
-}
-
-/// The value of the `outcome` column.
-fn label(outcome: NotApplied) -> &'static str {
-    match outcome {
-        NotApplied::Unsupported => "unsupported",
-        NotApplied::Refused => "refused",
-        NotApplied::Ignored => "ignored",
     }
 }

@@ -16,7 +16,7 @@ use chorus_domain::admin::{
     admin_stream,
 };
 use chorus_domain::outbound::outbound;
-use chorus_domain::remote::{ActivityReceived, ActivityReprocessed, NotApplied, received_stream};
+use chorus_domain::remote::{ActivityReceived, ActivityReprocessed, received_stream};
 use chorus_domain::{
     DomainEvent, EventId, EventStore, EventStoreError, ExpectedVersion, Metadata, Position,
 };
@@ -309,11 +309,7 @@ async fn one(
             (None, None)
         }
         Reinterpretation::NotApplied(outcome, reason) => {
-            let label = match outcome {
-                NotApplied::Unsupported => "unsupported",
-                NotApplied::Refused => "refused",
-                NotApplied::Ignored => "ignored",
-            };
+            let label = outcome.as_str();
             // Applied before (its meaning is in the log), or not applied
             // for the same kind of reason as before: nothing to say.
             if before.is_none_or(|b| b == label) {
