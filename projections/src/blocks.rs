@@ -5,7 +5,7 @@ use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
 use crate::common::{decode, position};
-use crate::pairs::{Facts, PairEvents, PairRow, PairTable};
+use crate::pairs::{Facts, PairEvents, PairMemory, PairRow, PairTable};
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `blocks` table.
@@ -30,6 +30,10 @@ impl Projection for Blocks {
 
     fn unread_fields(&self) -> &'static [&'static str] {
         &["activity"]
+    }
+
+    fn memory_fold(&self) -> Option<Box<dyn crate::bulk::MemoryFold>> {
+        Some(Box::new(PairMemory::new(&PAIRS)))
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -90,7 +94,7 @@ impl Projection for Blocks {
 }
 
 /// Runs of blocks and unblocks, written together.
-const PAIRS: PairEvents = PairEvents {
+static PAIRS: PairEvents = PairEvents {
     table: PairTable {
         table: "blocks",
         keys: ["blocker", "blocked"],

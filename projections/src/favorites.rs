@@ -5,7 +5,7 @@ use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
 use crate::common::{Interaction, InteractionTable, decode};
-use crate::pairs::{Facts, PairEvents, PairRow, PairTable};
+use crate::pairs::{Facts, PairEvents, PairMemory, PairRow, PairTable};
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `favorites` table.
@@ -42,6 +42,10 @@ impl Projection for Favorites {
 
     fn unread_fields(&self) -> &'static [&'static str] {
         &["activity"]
+    }
+
+    fn memory_fold(&self) -> Option<Box<dyn crate::bulk::MemoryFold>> {
+        Some(Box::new(PairMemory::new(&PAIRS)))
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -84,7 +88,7 @@ impl Projection for Favorites {
 }
 
 /// Runs of favorites and their undoing, written together.
-const PAIRS: PairEvents = PairEvents {
+static PAIRS: PairEvents = PairEvents {
     table: PairTable {
         table: "favorites",
         keys: ["actor", "post"],
@@ -116,5 +120,6 @@ const PAIRS: PairEvents = PairEvents {
         ("PostDeleted", &["post"]),
         ("RemotePostDeleted", &["post"]),
         ("RemoteActorDeleted", &["actor", "post_author"]),
+        ("ActorDeleted", &["actor", "post_author"]),
     ],
 };

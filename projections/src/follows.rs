@@ -42,6 +42,10 @@ impl Projection for Follows {
         &["activity"]
     }
 
+    fn memory_fold(&self) -> Option<Box<dyn crate::bulk::MemoryFold>> {
+        Some(Box::<FollowMemory>::default())
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["follows"]
     }
@@ -58,7 +62,7 @@ impl Projection for Follows {
                 "FollowAccepted" => Some("accepted"),
                 "FollowRejected" => Some("rejected"),
                 "Unfollowed" | "FollowSevered" => None,
-                "RemoteActorDeleted" => {
+                "RemoteActorDeleted" | "ActorDeleted" => {
                     fold.wipe(Facts::field(event, Facts::of(event)?.uri, "uri")?);
                     continue;
                 }
@@ -430,6 +434,106 @@ impl FollowFold {
         self.order.clear();
         self.net.clear();
         self.wiped.clear();
+        Ok(())
+    }
+}
+
+/// A whole rebuild of `follows` folded in memory, with the meaning of the
+/// statements above, applied one event at a time.
+#[derive(Debug, Default)]
+struct FollowMemory {
+    rows: HashMap<(String, String), Row>,
+    /// Keys by actor (either side), for deleted actors: a list may hold
+    /// keys whose row has gone since.
+    by_actor: HashMap<String, Vec<(String, String)>>,
+}
+
+#[async_trait]
+impl crate::bulk::MemoryFold for FollowMemory {
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let f = Facts::of(event)?;
+        let kind = event.event_type.as_str();
+        if matches!(kind, "RemoteActorDeleted" | "ActorDeleted") {
+            let actor = Facts::field(event, f.uri, "uri")?;
+            for key in self.by_actor.remove(&actor).unwrap_or_default() {
+                self.rows.remove(&key);
+            }
+            return Ok(());
+        }
+        let state = match kind {
+            "FollowRequested" => Some("requested"),
+            "FollowAccepted" => Some("accepted"),
+            "FollowRejected" => Some("rejected"),
+            "Unfollowed" | "FollowSevered" => None,
+            other => {
+                return Err(ProjectionError::Unfoldable {
+                    event_type: other.to_owned(),
+                });
+            }
+        };
+        let key = (
+            Facts::field(event, f.follower, "follower")?,
+            Facts::field(event, f.followee, "followee")?,
+        );
+        let Some(state) = state else {
+            self.rows.remove(&key);
+            return Ok(());
+        };
+        let row = Row::new(event, state, Facts::field(event, f.follow_id, "follow_id")?);
+        match self.rows.get_mut(&key) {
+            // A request rewrites the row whole (it is later than the row's).
+            Some(existing) if state == "requested" => *existing = row,
+            Some(existing) => existing.answered(row),
+            None => {
+                for actor in [&key.0, &key.1] {
+                    self.by_actor
+                        .entry(actor.clone())
+                        .or_default()
+                        .push(key.clone());
+                }
+                self.rows.insert(key, row);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let mut rows: Vec<(&(String, String), &Row)> = self.rows.iter().collect();
+        rows.sort_by_key(|(_, r)| r.position);
+        let mut rows = rows.into_iter();
+        crate::bulk::CopyRows::new(
+            "follows",
+            &[
+                "follower",
+                "followee",
+                "state",
+                "follow_id",
+                "created_at",
+                "updated_at",
+                "position_major",
+                "position_minor",
+            ],
+        )
+        .send(conn, |copy| {
+            for (key, row) in rows.by_ref() {
+                copy.text(&key.0);
+                copy.text(&key.1);
+                copy.text(row.state);
+                copy.text(&row.follow_id);
+                copy.time(row.created_at);
+                copy.time(row.updated_at);
+                copy.int(row.position.0);
+                copy.int(row.position.1);
+                copy.end_row();
+                if copy.full() {
+                    return true;
+                }
+            }
+            false
+        })
+        .await?;
+        self.rows.clear();
+        self.by_actor.clear();
         Ok(())
     }
 }

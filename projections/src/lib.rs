@@ -11,6 +11,7 @@
 
 pub mod actors;
 pub mod blocks;
+pub mod bulk;
 mod common;
 pub mod favorites;
 pub mod follows;

@@ -318,3 +318,113 @@ impl PairEvents {
         Ok(())
     }
 }
+
+/// A whole rebuild of a [`PairTable`] folded in memory, with the same
+/// meaning as the statements above: a pair that began keeps its first row
+/// until it ends, a wipe removes every row with the value in one of its
+/// columns.
+pub(crate) struct PairMemory {
+    events: &'static PairEvents,
+    rows: HashMap<PairKey, PairRow>,
+    /// Keys by (column, value), for the wiped columns: a list may hold keys
+    /// whose row has gone or changed since, which a wipe checks.
+    by_value: HashMap<(&'static str, String), Vec<PairKey>>,
+}
+
+impl PairMemory {
+    pub fn new(events: &'static PairEvents) -> Self {
+        Self {
+            events,
+            rows: HashMap::new(),
+            by_value: HashMap::new(),
+        }
+    }
+
+    fn wiped_columns(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.events
+            .wipes
+            .iter()
+            .flat_map(|(_, columns)| columns.iter().copied())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::bulk::MemoryFold for PairMemory {
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let kind = event.event_type.as_str();
+        let events = self.events;
+        if kind == events.begins {
+            let row = (events.row)(event, Facts::of(event)?)?;
+            if self.rows.contains_key(&row.key) {
+                return Ok(());
+            }
+            let columns: Vec<&'static str> = self.wiped_columns().collect();
+            for column in columns {
+                if let Some(value) = events.table.value(column, &row) {
+                    self.by_value
+                        .entry((column, value.to_owned()))
+                        .or_default()
+                        .push(row.key.clone());
+                }
+            }
+            self.rows.insert(row.key.clone(), row);
+        } else if kind == events.ends {
+            let key = (events.key)(event, Facts::of(event)?)?;
+            self.rows.remove(&key);
+        } else if let Some((_, columns)) = events.wipes.iter().find(|(t, _)| *t == kind) {
+            let uri = Facts::field(event, Facts::of(event)?.uri, "uri")?;
+            for column in *columns {
+                let Some(keys) = self.by_value.remove(&(*column, uri.clone())) else {
+                    continue;
+                };
+                for key in keys {
+                    let still = self
+                        .rows
+                        .get(&key)
+                        .is_some_and(|row| events.table.value(column, row) == Some(uri.as_str()));
+                    if still {
+                        self.rows.remove(&key);
+                    }
+                }
+            }
+        } else {
+            return Err(ProjectionError::Unfoldable {
+                event_type: kind.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn load(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let table = self.events.table;
+        let mut columns = vec![table.keys[0], table.keys[1]];
+        columns.extend(table.columns);
+        columns.extend(["created_at", "position_major", "position_minor"]);
+        // In log order, as the statements would have written them.
+        let mut rows: Vec<&PairRow> = self.rows.values().collect();
+        rows.sort_by_key(|r| r.position);
+        let mut rows = rows.into_iter();
+        crate::bulk::CopyRows::new(table.table, &columns)
+            .send(conn, |copy| {
+                for row in rows.by_ref() {
+                    copy.text(&row.key.0);
+                    copy.text(&row.key.1);
+                    for value in &row.values {
+                        copy.text(value);
+                    }
+                    copy.time(row.at);
+                    copy.int(row.position.0);
+                    copy.int(row.position.1);
+                    copy.end_row();
+                    if copy.full() {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await?;
+        self.rows.clear();
+        self.by_value.clear();
+        Ok(())
+    }
+}

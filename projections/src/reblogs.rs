@@ -5,7 +5,7 @@ use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
 use crate::common::{Interaction, InteractionTable, decode};
-use crate::pairs::{Facts, PairEvents, PairRow, PairTable};
+use crate::pairs::{Facts, PairEvents, PairMemory, PairRow, PairTable};
 use crate::{Projection, ProjectionError};
 
 /// Keeps the `reblogs` table.
@@ -42,6 +42,10 @@ impl Projection for Reblogs {
 
     fn unread_fields(&self) -> &'static [&'static str] {
         &["activity"]
+    }
+
+    fn memory_fold(&self) -> Option<Box<dyn crate::bulk::MemoryFold>> {
+        Some(Box::new(PairMemory::new(&PAIRS)))
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -85,7 +89,7 @@ impl Projection for Reblogs {
 }
 
 /// Runs of reblogs and their undoing, written together.
-const PAIRS: PairEvents = PairEvents {
+static PAIRS: PairEvents = PairEvents {
     table: PairTable {
         table: "reblogs",
         keys: ["actor", "post"],
@@ -121,5 +125,6 @@ const PAIRS: PairEvents = PairEvents {
         ("PostDeleted", &["post"]),
         ("RemotePostDeleted", &["post"]),
         ("RemoteActorDeleted", &["actor", "post_author"]),
+        ("ActorDeleted", &["actor", "post_author"]),
     ],
 };

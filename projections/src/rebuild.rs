@@ -31,6 +31,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use crate::bulk::MemoryFold;
 use crate::{Projection, ProjectionError};
 
 /// Events read from the log per batch.
@@ -184,6 +185,9 @@ impl std::fmt::Debug for Rebuild {
 struct Target {
     id: Uuid,
     projection: Arc<dyn Projection>,
+    /// The whole rebuild folded in memory, for projections that can: the
+    /// copies are loaded once, at the end, then indexed.
+    memory: Option<Box<dyn MemoryFold>>,
     /// The schema of the copies.
     schema: String,
     done: i64,
@@ -255,6 +259,7 @@ impl Rebuild {
                     "rebuild_{}",
                     name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
                 ),
+                memory: projection.memory_fold(),
                 projection,
                 done: 0,
                 total: 0,
@@ -357,7 +362,11 @@ async fn fill_and_swap(
     for target in &targets {
         let mut conn = shadow_connection(pool, &target.schema).await?;
         create_copies(&mut conn, target).await?;
-        create_indexes(&mut conn, target).await?;
+        // Rebuilt batch by batch, the copies need their indexes from the
+        // start (deleted posts and actors find their rows through them).
+        if target.memory.is_none() {
+            create_indexes(&mut conn, target).await?;
+        }
         connections.push(conn);
     }
     // What to read: the union of the types the projections read, unless one
@@ -417,7 +426,11 @@ async fn fill_and_swap(
         }
     }
     reader.abort();
-    for (target, conn) in targets.iter().zip(connections.iter_mut()) {
+    for (target, conn) in targets.iter_mut().zip(connections.iter_mut()) {
+        if let Some(mut memory) = target.memory.take() {
+            memory.load(conn).await?;
+            create_indexes(conn, target).await?;
+        }
         analyze(conn, target).await?;
     }
     for (target, conn) in targets.iter_mut().zip(connections.iter_mut()) {
@@ -604,6 +617,22 @@ async fn apply_page(
         .iter()
         .filter(|e| target.projection.handles(&e.event_type))
         .collect();
+    if let Some(memory) = target.memory.as_mut() {
+        for event in &handled {
+            memory.apply(event)?;
+        }
+        target.done += i64::try_from(handled.len()).unwrap_or(i64::MAX);
+        target.position = end;
+        sqlx::query(
+            "UPDATE public.projection_rebuilds SET events_done = $2, updated_at = now()
+             WHERE rebuild_id = $1",
+        )
+        .bind(target.id)
+        .bind(target.done)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(());
+    }
     let mut tx = conn.begin().await?;
     if !handled.is_empty() {
         target.projection.apply_all(&mut tx, &handled).await?;

@@ -23,6 +23,10 @@ pub enum ProjectionError {
         #[source]
         source: serde_json::Error,
     },
+    /// A rebuild's fold in memory was given a type it does not fold (a
+    /// type the projection started handling without its fold following).
+    #[error("the in-memory rebuild of this projection does not fold {event_type} events")]
+    Unfoldable { event_type: String },
     /// A stored event of a known type that this code cannot read: a newer
     /// schema version, or a payload that does not match its schema. The
     /// runner retries rather than skips it, so the projection waits for a
@@ -75,6 +79,13 @@ pub trait Projection: Send + Sync + 'static {
     /// need not read from the log (the embedded activity, mostly).
     fn unread_fields(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// A fold of a whole rebuild in memory, loaded into the tables at the
+    /// end, for projections that have one (much faster than writing batch
+    /// after batch); `None` rebuilds batch by batch with `apply_all`.
+    fn memory_fold(&self) -> Option<Box<dyn crate::bulk::MemoryFold>> {
+        None
     }
 
     /// Every table the projection writes (its read model and its private
