@@ -404,6 +404,7 @@ async fn fill_and_swap(
     count_totals(pool, &mut targets).await?;
     publish(pool, &targets, progress).await?;
 
+    let started = Instant::now();
     // The log is read by a task of its own, a page ahead of the writers.
     let (pages, mut receive) = mpsc::channel::<Result<Vec<RecordedEvent>, EventStoreError>>(2);
     let reader = tokio::spawn(read_log(pool.clone(), narrowed, pages));
@@ -426,16 +427,28 @@ async fn fill_and_swap(
         }
     }
     reader.abort();
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "rebuild: the log is read"
+    );
+    // Folds loaded into their copies and the copies indexed, side by side.
+    let mut loads: Vec<futures::future::BoxFuture<'_, Result<(), RebuildError>>> =
+        Vec::with_capacity(targets.len());
     for (target, conn) in targets.iter_mut().zip(connections.iter_mut()) {
-        if let Some(mut memory) = target.memory.take() {
-            memory.load(conn).await?;
-            create_indexes(conn, target).await?;
-        }
-        analyze(conn, target).await?;
+        loads.push(Box::pin(load_and_index(conn, target)));
     }
+    futures::future::try_join_all(loads).await?;
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "rebuild: the copies are loaded and indexed"
+    );
     for (target, conn) in targets.iter_mut().zip(connections.iter_mut()) {
         swap(pool, conn, target).await?;
     }
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "rebuild: swapped in"
+    );
     progress.send_replace(totals(&targets));
     for conn in connections {
         let _ = conn.close().await;
@@ -591,6 +604,17 @@ async fn create_indexes(conn: &mut PgConnection, target: &Target) -> Result<(), 
             sqlx::query(&definition).execute(&mut *conn).await?;
         }
     }
+    Ok(())
+}
+
+/// A fold loaded into its copies, which are then indexed; statistics for
+/// the filled copies either way, before they serve.
+async fn load_and_index(conn: &mut PgConnection, target: &mut Target) -> Result<(), RebuildError> {
+    if let Some(mut memory) = target.memory.take() {
+        memory.load(conn).await?;
+        create_indexes(conn, target).await?;
+    }
+    analyze(conn, target).await?;
     Ok(())
 }
 

@@ -328,6 +328,13 @@ async fn count(pool: &PgPool, table: &str) -> anyhow::Result<i64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // `RUST_LOG=info` shows the rebuild's phases.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     chorus_tests::bench::on_durable_cluster("rebuild", run).await
 }
 
