@@ -35,7 +35,7 @@ use crate::bulk::MemoryFold;
 use crate::{Projection, ProjectionError};
 
 /// Events read from the log per batch.
-const PAGE: usize = 5_000;
+const PAGE: usize = 10_000;
 /// A running rebuild writes its row at least this often.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A running rebuild whose row has not been written for this long has lost
@@ -188,6 +188,8 @@ struct Target {
     /// The whole rebuild folded in memory, for projections that can: the
     /// copies are loaded once, at the end, then indexed.
     memory: Option<Box<dyn MemoryFold>>,
+    /// Whether it is rebuilt in memory (its fold is in a task meanwhile).
+    folds_in_memory: bool,
     /// The schema of the copies.
     schema: String,
     done: i64,
@@ -260,6 +262,7 @@ impl Rebuild {
                     name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
                 ),
                 memory: projection.memory_fold(),
+                folds_in_memory: false,
                 projection,
                 done: 0,
                 total: 0,
@@ -345,6 +348,10 @@ async fn shadow_connection(pool: &PgPool, schema: &str) -> Result<PgConnection, 
     sqlx::query("SET synchronous_commit = off")
         .execute(&mut conn)
         .await?;
+    // Indexes built over whole copies sort in memory.
+    sqlx::query("SET maintenance_work_mem = '256MB'")
+        .execute(&mut conn)
+        .await?;
     Ok(conn)
 }
 
@@ -409,11 +416,28 @@ async fn fill_and_swap(
     let (pages, mut receive) = mpsc::channel::<Result<Vec<RecordedEvent>, EventStoreError>>(2);
     let reader = tokio::spawn(read_log(pool.clone(), narrowed, pages));
     let mut last_published = Instant::now();
+    // Folds in memory run in tasks of their own, side by side, fed page by
+    // page; each gives its fold back when the log is read.
+    let mut folding = Vec::with_capacity(targets.len());
+    for target in &mut targets {
+        folding.push(
+            target
+                .memory
+                .take()
+                .map(|memory| fold_in_task(target, memory)),
+        );
+    }
     while let Some(page) = receive.recv().await {
-        let page = page?;
+        let page = Arc::new(page?);
         let Some(end) = page.last().map(|e| e.position) else {
             break;
         };
+        for (target, fold) in targets.iter().zip(&folding) {
+            if let Some((pages, _)) = fold {
+                // A fold that failed has hung up: its error comes below.
+                let _ = pages.send((page.clone(), target.projection.clone())).await;
+            }
+        }
         // Each projection writes on its own connection, side by side.
         let mut applies: Vec<futures::future::BoxFuture<'_, Result<(), RebuildError>>> =
             Vec::with_capacity(targets.len());
@@ -427,6 +451,16 @@ async fn fill_and_swap(
         }
     }
     reader.abort();
+    for (target, fold) in targets.iter_mut().zip(folding) {
+        if let Some((pages, task)) = fold {
+            drop(pages);
+            let memory = task.await.map_err(|e| RebuildError::Swap {
+                projection: target.projection.name().to_owned(),
+                reason: format!("its fold stopped: {e}"),
+            })??;
+            target.memory = Some(memory);
+        }
+    }
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),
         "rebuild: the log is read"
@@ -537,21 +571,10 @@ async fn create_copies(conn: &mut PgConnection, target: &Target) -> Result<(), s
         ))
         .execute(&mut *conn)
         .await?;
-        // Constraints backed by an index, under their own names.
-        let constraints: Vec<(String, String)> = sqlx::query_as(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-             WHERE conrelid = ('public.' || $1)::regclass AND contype IN ('p', 'u', 'x')",
-        )
-        .bind(&table)
-        .fetch_all(&mut *conn)
-        .await?;
-        for (name, definition) in constraints {
-            sqlx::query(&format!(
-                "ALTER TABLE {schema}.{table} ADD CONSTRAINT {} {definition}",
-                ident(&name)
-            ))
-            .execute(&mut *conn)
-            .await?;
+        // A fold loaded at the end gets its constraints after the load
+        // (an index built from sorted rows, not row by row).
+        if target.memory.is_none() {
+            add_constraints(conn, &schema, &table).await?;
         }
         let options: Option<Vec<String>> = sqlx::query_scalar(
             "SELECT reloptions FROM pg_class WHERE oid = ('public.' || $1)::regclass",
@@ -567,6 +590,31 @@ async fn create_copies(conn: &mut PgConnection, target: &Target) -> Result<(), s
             .execute(&mut *conn)
             .await?;
         }
+    }
+    Ok(())
+}
+
+/// The live table's constraints backed by an index (primary keys, unique
+/// constraints), on its copy, under their own names.
+async fn add_constraints(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<(), sqlx::Error> {
+    let constraints: Vec<(String, String)> = sqlx::query_as(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+         WHERE conrelid = ('public.' || $1)::regclass AND contype IN ('p', 'u', 'x')",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (name, definition) in constraints {
+        sqlx::query(&format!(
+            "ALTER TABLE {schema}.{table} ADD CONSTRAINT {} {definition}",
+            ident(&name)
+        ))
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
@@ -612,6 +660,10 @@ async fn create_indexes(conn: &mut PgConnection, target: &Target) -> Result<(), 
 async fn load_and_index(conn: &mut PgConnection, target: &mut Target) -> Result<(), RebuildError> {
     if let Some(mut memory) = target.memory.take() {
         memory.load(conn).await?;
+        let schema = ident(&target.schema);
+        for table in target.projection.tables() {
+            add_constraints(conn, &schema, &ident(table)).await?;
+        }
         create_indexes(conn, target).await?;
     }
     analyze(conn, target).await?;
@@ -629,6 +681,27 @@ async fn analyze(conn: &mut PgConnection, target: &Target) -> Result<(), sqlx::E
     Ok(())
 }
 
+/// Pages of the log to a fold in memory, and the task that folds them.
+type Folding = (
+    mpsc::Sender<(Arc<Vec<RecordedEvent>>, Arc<dyn Projection>)>,
+    tokio::task::JoinHandle<Result<Box<dyn MemoryFold>, ProjectionError>>,
+);
+
+/// Starts folding pages into `memory` in a task of its own.
+fn fold_in_task(target: &mut Target, mut memory: Box<dyn MemoryFold>) -> Folding {
+    target.folds_in_memory = true;
+    let (pages, mut receive) = mpsc::channel::<(Arc<Vec<RecordedEvent>>, Arc<dyn Projection>)>(2);
+    let task = tokio::spawn(async move {
+        while let Some((page, projection)) = receive.recv().await {
+            for event in page.iter().filter(|e| projection.handles(&e.event_type)) {
+                memory.apply(event)?;
+            }
+        }
+        Ok(memory)
+    });
+    (pages, task)
+}
+
 /// Applies one page of the log to a projection's copies, with the
 /// rebuild's progress, in one transaction.
 async fn apply_page(
@@ -641,10 +714,8 @@ async fn apply_page(
         .iter()
         .filter(|e| target.projection.handles(&e.event_type))
         .collect();
-    if let Some(memory) = target.memory.as_mut() {
-        for event in &handled {
-            memory.apply(event)?;
-        }
+    if target.folds_in_memory {
+        // The fold's task applies them.
         target.done += i64::try_from(handled.len()).unwrap_or(i64::MAX);
         target.position = end;
         sqlx::query(
