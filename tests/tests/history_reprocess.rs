@@ -113,6 +113,9 @@ async fn activities_stored_as_unsupported_are_applied_by_reprocessing_and_their_
         let (status, body) = deliver(&app.client, &carol, &inbox, &activity).await;
         assert_eq!(status, 202, "{body}");
     }
+    // Reads of the log stop below the cluster's oldest running transaction:
+    // wait until the received activities are readable.
+    app.settle().await;
     older_code_did_not_support(&app).await;
     // The newer code starts after what the older one did.
     checkpoints::save(&app.pool, "interpreter", last_committed(&app.pool).await)

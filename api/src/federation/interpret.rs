@@ -468,12 +468,15 @@ impl Worker {
         received: &ActivityReceived,
     ) -> Result<(), AppError> {
         let stamp = stamp(event, received);
+        // Read before: what this reading appends (a post an Announce names,
+        // say) does not make it a second reading.
+        let read_before = self.caused_anything(event).await?;
         let outcome = self.outcome(event, &stamp, received).await?;
         if let Outcome::NotApplied(outcome, reason) = outcome {
             // Interpreted again (a replay) after its meaning was recorded:
             // deciding it against today's state ("already following") says
             // nothing about the activity.
-            if self.caused_anything(event).await? {
+            if read_before {
                 tracing::debug!(activity = %received.activity_id, "already applied; outcome of a second reading not recorded");
                 return Ok(());
             }
