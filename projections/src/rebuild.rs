@@ -874,6 +874,8 @@ struct DependentView {
     definition: String,
     options: Option<Vec<String>>,
     comment: Option<String>,
+    /// `COMMENT ON COLUMN` statements giving its columns' comments again.
+    column_comments: Vec<String>,
 }
 
 /// Views over `tables` (and views over those), deepest first.
@@ -896,7 +898,15 @@ async fn dependent_views(
              SELECT oid, max(depth) AS depth FROM dependent GROUP BY oid
          )
          SELECT c.oid::regclass::text AS name, pg_get_viewdef(c.oid) AS definition,
-                c.reloptions AS options, obj_description(c.oid, 'pg_class') AS comment
+                c.reloptions AS options, obj_description(c.oid, 'pg_class') AS comment,
+                ARRAY(
+                    SELECT format('COMMENT ON COLUMN %s.%I IS %L', c.oid::regclass, a.attname,
+                                  col_description(c.oid, a.attnum))
+                    FROM pg_attribute a
+                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                      AND col_description(c.oid, a.attnum) IS NOT NULL
+                    ORDER BY a.attnum
+                ) AS column_comments
          FROM deepest d JOIN pg_class c ON c.oid = d.oid
          WHERE c.relkind = 'v'
          ORDER BY d.depth DESC",
@@ -982,6 +992,9 @@ async fn swap_tables(conn: &mut PgConnection, target: &Target) -> Result<(), sql
             ))
             .execute(&mut *conn)
             .await?;
+        }
+        for statement in &view.column_comments {
+            sqlx::query(statement).execute(&mut *conn).await?;
         }
     }
     for grant in &regrants {

@@ -62,6 +62,8 @@ async fn setup() -> (PgPool, PgEventStore) {
          COMMENT ON TABLE counts IS 'events per stream';
          CREATE VIEW busiest AS SELECT stream_id, n FROM counts WHERE n > 1;
          CREATE VIEW busiest_names AS SELECT stream_id FROM busiest;
+         COMMENT ON VIEW busiest IS 'streams with more than one event';
+         COMMENT ON COLUMN busiest.n IS 'events in the stream';
 ",
     )
     .execute(&db.pool)
@@ -210,6 +212,21 @@ async fn a_rebuild_beside_a_busy_live_projection_swaps_in_exact_copies() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(busiest > 0);
+    let described: (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT obj_description('public.busiest'::regclass, 'pg_class'),
+                col_description('public.busiest'::regclass, 2)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        described,
+        (
+            Some("streams with more than one event".to_owned()),
+            Some("events in the stream".to_owned())
+        ),
+        "the view's comments came along"
+    );
     let granted: (bool, bool) = sqlx::query_as(&format!(
         "SELECT has_table_privilege('{role}', 'counts', 'SELECT'),
                 has_table_privilege('{role}', 'busiest', 'SELECT')"
