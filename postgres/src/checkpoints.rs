@@ -145,3 +145,29 @@ pub fn to_db(position: Position) -> (i64, i64) {
         i64::try_from(position.minor()).unwrap_or(i64::MAX),
     )
 }
+
+/// How far a running subscriber of the log has got, to wait on.
+#[derive(Clone, Debug)]
+pub struct Progress(tokio::sync::watch::Receiver<Position>);
+
+impl Progress {
+    /// A progress starting at `start`, and what the subscriber moves it with.
+    pub fn starting_at(start: Position) -> (tokio::sync::watch::Sender<Position>, Self) {
+        let (sender, receiver) = tokio::sync::watch::channel(start);
+        (sender, Self(receiver))
+    }
+
+    /// Waits until everything up to `position` is done; false after
+    /// `timeout`, or if the subscriber stopped first.
+    pub async fn reached(&self, position: Position, timeout: std::time::Duration) -> bool {
+        let mut progress = self.0.clone();
+        tokio::time::timeout(timeout, progress.wait_for(|p| *p >= position))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The last position done.
+    pub fn position(&self) -> Position {
+        *self.0.borrow()
+    }
+}

@@ -37,7 +37,8 @@ use chorus_domain::erasure::{
 use chorus_domain::{
     DomainEvent, EventId, EventStore, ExpectedVersion, Metadata, Payload, Position, RecordedEvent,
 };
-use chorus_postgres::{PgEventStore, checkpoints};
+use chorus_postgres::PgEventStore;
+use chorus_postgres::checkpoints::{self, Progress};
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::Value;
@@ -100,7 +101,7 @@ impl Default for ErasureOptions {
 /// The running erasure. Dropping it stops it.
 #[derive(Debug)]
 pub struct Erasure {
-    progress: watch::Receiver<Position>,
+    progress: Progress,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -123,7 +124,7 @@ impl Erasure {
         let start = checkpoints::load(store.pool(), SUBSCRIBER)
             .await?
             .unwrap_or(Position::START);
-        let (progress, receiver) = watch::channel(start);
+        let (progress, receiver) = Progress::starting_at(start);
         let vacuum = Arc::new(Notify::new());
         let pool = store.pool().clone();
         let tasks = vec![
@@ -139,15 +140,12 @@ impl Erasure {
 
     /// Waits until everything up to `position` is erased.
     pub async fn reached(&self, position: Position, timeout: Duration) -> bool {
-        let mut progress = self.progress.clone();
-        tokio::time::timeout(timeout, progress.wait_for(|p| *p >= position))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.progress.reached(position, timeout).await
     }
 
     /// The last position read.
     pub fn position(&self) -> Position {
-        *self.progress.borrow()
+        self.progress.position()
     }
 }
 

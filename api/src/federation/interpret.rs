@@ -27,7 +27,8 @@ use chorus_domain::remote::{
     RemotePostCreated, RemotePostEdited, RemotePostState, remote_actor_stream, remote_post_stream,
 };
 use chorus_domain::{DomainEvent, EventStore, Metadata, Position, RecordedEvent};
-use chorus_postgres::{NewStream, checkpoints};
+use chorus_postgres::NewStream;
+use chorus_postgres::checkpoints::{self, Progress};
 use futures::StreamExt;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
@@ -67,7 +68,7 @@ fn ignored(reason: impl Into<String>) -> Outcome {
 /// The running interpreter: its progress, to wait on.
 #[derive(Clone, Debug)]
 pub struct Interpreter {
-    progress: watch::Receiver<Position>,
+    progress: Progress,
 }
 
 impl Interpreter {
@@ -94,7 +95,7 @@ impl Interpreter {
             })
             .connect_lazy_with(app.pool.connect_options().as_ref().clone());
         let app = App::new(app.store.with_pool(relaxed), &app.base_url);
-        let (tx, progress) = watch::channel(start);
+        let (tx, progress) = Progress::starting_at(start);
         let worker = Worker {
             app,
             federation,
@@ -106,15 +107,12 @@ impl Interpreter {
 
     /// Waits until everything up to `position` is interpreted.
     pub async fn reached(&self, position: Position, timeout: Duration) -> bool {
-        let mut progress = self.progress.clone();
-        tokio::time::timeout(timeout, progress.wait_for(|p| *p >= position))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.progress.reached(position, timeout).await
     }
 
     /// The last position interpreted.
     pub fn position(&self) -> Position {
-        *self.progress.borrow()
+        self.progress.position()
     }
 }
 

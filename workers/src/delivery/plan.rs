@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chorus_domain::outbound::{body, outbound};
 use chorus_domain::{DomainEvent, EventStore, Position, RecordedEvent};
-use chorus_postgres::{PgEventStore, checkpoints};
+use chorus_postgres::PgEventStore;
+use chorus_postgres::checkpoints::{self, Progress};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
@@ -39,7 +40,7 @@ pub trait ReadModels: Send + Sync + std::fmt::Debug {
 /// A running planner (clones watch the same one).
 #[derive(Clone, Debug)]
 pub struct Planner {
-    progress: watch::Receiver<Position>,
+    progress: Progress,
 }
 
 impl Planner {
@@ -55,7 +56,7 @@ impl Planner {
         let start = checkpoints::load(store.pool(), SUBSCRIBER)
             .await?
             .unwrap_or(Position::START);
-        let (progress, receiver) = watch::channel(start);
+        let (progress, receiver) = Progress::starting_at(start);
         let local_prefix = format!("{}/", base_url.trim_end_matches('/'));
         tokio::spawn(run(
             store,
@@ -70,15 +71,12 @@ impl Planner {
 
     /// Waits until everything up to `position` is planned.
     pub async fn reached(&self, position: Position, timeout: Duration) -> bool {
-        let mut progress = self.progress.clone();
-        tokio::time::timeout(timeout, progress.wait_for(|p| *p >= position))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.progress.reached(position, timeout).await
     }
 
     /// The last position planned.
     pub fn position(&self) -> Position {
-        *self.progress.borrow()
+        self.progress.position()
     }
 }
 
