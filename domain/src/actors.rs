@@ -237,12 +237,15 @@ pub struct ActorState {
     /// When the account was deleted, if it was. A deleted account keeps its
     /// handle: it is never registered again.
     pub deleted: Option<DateTime<Utc>>,
+    /// The handle names a server (see [`crate::servers`]): taken too.
+    pub server: bool,
 }
 
 impl ActorState {
     pub fn apply(&mut self, event: &DomainEvent) {
         match event {
             DomainEvent::ActorRegistered(e) => self.registered = Some(e.clone()),
+            DomainEvent::ServerCreated(_) => self.server = true,
             DomainEvent::ActorDeleted(e) => self.deleted = Some(e.deleted_at),
             _ => {}
         }
@@ -261,7 +264,7 @@ pub fn register(
     base: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<DomainEvent>, ActorError> {
-    if state.registered.is_some() {
+    if state.registered.is_some() || state.server {
         return Err(ActorError::HandleTaken(command.handle));
     }
     let display_name = command

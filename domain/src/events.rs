@@ -23,6 +23,10 @@ use crate::remote::{
     ActivityNotApplied, ActivityReceived, ActivityReprocessed, RemoteActorDeleted,
     RemoteActorUpdated, RemotePostCreated, RemotePostDeleted, RemotePostEdited,
 };
+use crate::servers::{
+    ChannelCreated, ChannelMessageAnnounced, ChannelMessageRemoved, ModeratorAppointed,
+    ModeratorDismissed, ServerCreated,
+};
 use crate::{NewEvent, RecordedEvent};
 
 macro_rules! domain_events {
@@ -99,6 +103,12 @@ domain_events! {
     ActivityReprocessed => "ActivityReprocessed" v 1,
     ActorDeleted => "ActorDeleted" v 1,
     ContentErased => "ContentErased" v 1,
+    ServerCreated => "ServerCreated" v 1,
+    ChannelCreated => "ChannelCreated" v 1,
+    ModeratorAppointed => "ModeratorAppointed" v 1,
+    ModeratorDismissed => "ModeratorDismissed" v 1,
+    ChannelMessageAnnounced => "ChannelMessageAnnounced" v 1,
+    ChannelMessageRemoved => "ChannelMessageRemoved" v 1,
 }
 
 /// A stored event of a known type that cannot be read.

@@ -22,6 +22,7 @@ pub mod outbound;
 pub mod posts;
 pub mod relationships;
 pub mod remote;
+pub mod servers;
 pub mod signatures;
 
 pub use event_store::{
