@@ -291,10 +291,8 @@ impl ServerState {
             }
             DomainEvent::ActorRegistered(_) => self.account = true,
             DomainEvent::ChannelCreated(e) => self.channels.push(e.channel.clone()),
-            DomainEvent::ModeratorAppointed(e) => {
-                if !self.moderators.contains(&e.member) {
-                    self.moderators.push(e.member.clone());
-                }
+            DomainEvent::ModeratorAppointed(e) if !self.moderators.contains(&e.member) => {
+                self.moderators.push(e.member.clone());
             }
             DomainEvent::ModeratorDismissed(e) => self.moderators.retain(|m| m != &e.member),
             _ => {}
@@ -506,7 +504,7 @@ fn announce(server: &ServerCreated, id: String, object: Value) -> Value {
         &server.uris.id,
         object,
         &[PUBLIC.to_owned()],
-        &[server.uris.followers.clone()],
+        std::slice::from_ref(&server.uris.followers),
     );
     announce["audience"] = json!(server.uris.id);
     announce
@@ -608,7 +606,7 @@ pub fn remove_message(
             &created.uris.id,
             Value::String(announced.post.clone()),
             &[PUBLIC.to_owned()],
-            &[created.uris.followers.clone()],
+            std::slice::from_ref(&created.uris.followers),
         ))
     });
     Ok(vec![DomainEvent::ChannelMessageRemoved(
