@@ -24,8 +24,8 @@ use crate::remote::{
     RemoteActorUpdated, RemotePostCreated, RemotePostDeleted, RemotePostEdited,
 };
 use crate::servers::{
-    ChannelCreated, ChannelMessageAnnounced, ChannelMessageRemoved, ModeratorAppointed,
-    ModeratorDismissed, ServerCreated,
+    ChannelCreated, ChannelMessageAnnounced, ChannelMessageRemoved, ChannelMessageShared,
+    ModeratorAppointed, ModeratorDismissed, ServerCreated,
 };
 use crate::{NewEvent, RecordedEvent};
 
@@ -108,6 +108,7 @@ domain_events! {
     ModeratorAppointed => "ModeratorAppointed" v 1,
     ModeratorDismissed => "ModeratorDismissed" v 1,
     ChannelMessageAnnounced => "ChannelMessageAnnounced" v 1,
+    ChannelMessageShared => "ChannelMessageShared" v 1,
     ChannelMessageRemoved => "ChannelMessageRemoved" v 1,
 }
 

@@ -46,6 +46,9 @@ pub fn outbound(event: &DomainEvent) -> Option<Outbound<'_>> {
         DomainEvent::Reblogged(e) => (&e.activity, Some(&e.post_author)),
         DomainEvent::Unreblogged(e) => (&e.activity, Some(&e.post_author)),
         DomainEvent::ActorDeleted(e) => (&e.activity, None),
+        DomainEvent::ChannelMessageAnnounced(e) => (&e.announce, None),
+        DomainEvent::ChannelMessageShared(e) => (&e.announce, None),
+        DomainEvent::ChannelMessageRemoved(e) => (&e.announce, None),
         _ => return None,
     };
     let actor = activity.get("actor")?.as_str()?;

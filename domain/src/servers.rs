@@ -171,9 +171,8 @@ pub struct ModeratorDismissed {
 }
 
 /// A member's message (a post addressed to the server) was accepted in a
-/// channel, and the server announces it to its members (FEP-1b12): the
-/// whole activity, and the post alone for peers that only understand
-/// announced objects (Mastodon).
+/// channel, and the server announces the member's whole activity to its
+/// members (FEP-1b12).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChannelMessageAnnounced {
     pub server: String,
@@ -185,9 +184,18 @@ pub struct ChannelMessageAnnounced {
     pub in_reply_to: Option<String>,
     /// `Announce` of the member's activity (embedded).
     pub announce: Value,
-    /// `Announce` of the post alone.
-    pub object_announce: Value,
     pub announced_at: DateTime<Utc>,
+}
+
+/// With [`ChannelMessageAnnounced`]: the server announces the post alone
+/// too, for peers that only understand announced objects (Mastodon), who
+/// show it as shared by the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelMessageShared {
+    pub server: String,
+    pub post: String,
+    /// `Announce` of the post (by id).
+    pub announce: Value,
 }
 
 /// A message was removed from its channel: by its author's own deletion,
@@ -555,26 +563,30 @@ pub fn announce_message(
     };
     let key = actor_key(&incoming.post);
     let announce_id = format!("{}/announces/{key}", created.uris.id);
-    Ok(vec![DomainEvent::ChannelMessageAnnounced(
-        ChannelMessageAnnounced {
+    Ok(vec![
+        DomainEvent::ChannelMessageAnnounced(ChannelMessageAnnounced {
             server: created.uris.id.clone(),
             announce: announce(
                 created,
                 announce_id.clone(),
                 without_context(incoming.activity),
             ),
-            object_announce: announce(
+            channel,
+            post: incoming.post.clone(),
+            author: incoming.author,
+            in_reply_to: incoming.in_reply_to,
+            announced_at: now,
+        }),
+        DomainEvent::ChannelMessageShared(ChannelMessageShared {
+            server: created.uris.id.clone(),
+            announce: announce(
                 created,
                 format!("{announce_id}/object"),
                 Value::String(incoming.post.clone()),
             ),
-            channel,
             post: incoming.post,
-            author: incoming.author,
-            in_reply_to: incoming.in_reply_to,
-            announced_at: now,
-        },
-    )])
+        }),
+    ])
 }
 
 /// Decides removing a message: by its author (who deleted it) or by a
@@ -768,7 +780,11 @@ mod tests {
             Utc::now(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let [DomainEvent::ChannelMessageAnnounced(announced)] = events.as_slice() else {
+        let [
+            DomainEvent::ChannelMessageAnnounced(announced),
+            DomainEvent::ChannelMessageShared(shared),
+        ] = events.as_slice()
+        else {
             panic!("{events:?}")
         };
         assert_eq!(announced.channel, slug("general"));
@@ -785,10 +801,10 @@ mod tests {
             "https://ex.test/servers/rust"
         );
         assert_eq!(
-            announced.object_announce["object"],
+            shared.announce["object"],
             "https://far.test/notes/1"
         );
-        assert_ne!(announced.announce["id"], announced.object_announce["id"]);
+        assert_ne!(announced.announce["id"], shared.announce["id"]);
     }
 
     #[test]
