@@ -238,14 +238,14 @@ pub struct ActorState {
     /// handle: it is never registered again.
     pub deleted: Option<DateTime<Utc>>,
     /// The handle names a server (see [`crate::servers`]): taken too.
-    pub server: bool,
+    pub server: Option<crate::servers::ServerCreated>,
 }
 
 impl ActorState {
     pub fn apply(&mut self, event: &DomainEvent) {
         match event {
             DomainEvent::ActorRegistered(e) => self.registered = Some(e.clone()),
-            DomainEvent::ServerCreated(_) => self.server = true,
+            DomainEvent::ServerCreated(e) => self.server = Some(e.clone()),
             DomainEvent::ActorDeleted(e) => self.deleted = Some(e.deleted_at),
             _ => {}
         }
@@ -264,7 +264,7 @@ pub fn register(
     base: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<DomainEvent>, ActorError> {
-    if state.registered.is_some() || state.server {
+    if state.registered.is_some() || state.server.is_some() {
         return Err(ActorError::HandleTaken(command.handle));
     }
     let display_name = command

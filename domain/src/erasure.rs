@@ -321,6 +321,7 @@ mod tests {
                 uri: "https://a.test/users/bob".into(),
                 url: None,
             }],
+            audience: None,
         };
         match crate::posts::create(&author, command, None, "https://a.test", Utc::now()).as_deref()
         {

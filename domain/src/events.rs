@@ -25,7 +25,7 @@ use crate::remote::{
 };
 use crate::servers::{
     ChannelCreated, ChannelMessageAnnounced, ChannelMessageRemoved, ChannelMessageShared,
-    ModeratorAppointed, ModeratorDismissed, ServerCreated,
+    ChannelMessageUnshared, ModeratorAppointed, ModeratorDismissed, ServerCreated,
 };
 use crate::{NewEvent, RecordedEvent};
 
@@ -110,6 +110,7 @@ domain_events! {
     ChannelMessageAnnounced => "ChannelMessageAnnounced" v 1,
     ChannelMessageShared => "ChannelMessageShared" v 1,
     ChannelMessageRemoved => "ChannelMessageRemoved" v 1,
+    ChannelMessageUnshared => "ChannelMessageUnshared" v 1,
 }
 
 /// A stored event of a known type that cannot be read.

@@ -49,6 +49,7 @@ pub fn outbound(event: &DomainEvent) -> Option<Outbound<'_>> {
         DomainEvent::ChannelMessageAnnounced(e) => (&e.announce, None),
         DomainEvent::ChannelMessageShared(e) => (&e.announce, None),
         DomainEvent::ChannelMessageRemoved(e) => (&e.announce, None),
+        DomainEvent::ChannelMessageUnshared(e) => (&e.undo, None),
         _ => return None,
     };
     let actor = activity.get("actor")?.as_str()?;

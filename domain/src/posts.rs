@@ -496,6 +496,18 @@ pub struct CreatePost {
     /// The mentions in `text` that resolved to actors, and the author of
     /// the post replied to: how tags name them.
     pub mentions: Vec<Mention>,
+    /// A message in a server's channel: addressed to the server, which
+    /// announces it to its members.
+    pub audience: Option<Audience>,
+}
+
+/// Where a message in a server goes (FEP-1b12): the server (a `Group`),
+/// named as `audience` and addressed, and its channel (if the server has
+/// channels), named as `context`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audience {
+    pub server: String,
+    pub channel: Option<String>,
 }
 
 /// The post being replied to, and how the author stands towards its author.
@@ -668,9 +680,14 @@ pub fn create(
         return Err(PostError::DirectWithoutRecipients);
     }
     let uri = post_uri(base, command.post_id);
-    let (to, cc) = command
+    let (mut to, cc) = command
         .visibility
         .audience(&author.followers, &rendered.mentions);
+    if let Some(audience) = &command.audience
+        && !to.contains(&audience.server)
+    {
+        to.insert(0, audience.server.clone());
+    }
     let mut post = PostCreated {
         post_id: command.post_id,
         uri: uri.clone(),
@@ -690,7 +707,7 @@ pub fn create(
         published: now,
         activity: Value::Null,
     };
-    let object = note(
+    let mut object = note(
         &post,
         &post.content,
         &post.summary,
@@ -698,6 +715,12 @@ pub fn create(
         tags(&rendered, &command.mentions, base),
         None,
     );
+    if let Some(audience) = &command.audience {
+        object["audience"] = json!(audience.server);
+        if let Some(channel) = &audience.channel {
+            object["context"] = json!(channel);
+        }
+    }
     post.activity = activitypub::activity(
         &format!("{uri}/activity"),
         "Create",
@@ -707,6 +730,9 @@ pub fn create(
         &post.cc,
     );
     post.activity["published"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    if let Some(audience) = &command.audience {
+        post.activity["audience"] = json!(audience.server);
+    }
     Ok(vec![DomainEvent::PostCreated(post)])
 }
 

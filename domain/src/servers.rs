@@ -213,6 +213,16 @@ pub struct ChannelMessageRemoved {
     pub removed_at: DateTime<Utc>,
 }
 
+/// With [`ChannelMessageRemoved`]: the server takes back its announcement
+/// of the post alone (`Undo` of the [`ChannelMessageShared`] one), so that
+/// peers showing it as shared by the server stop doing so.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelMessageUnshared {
+    pub server: String,
+    pub post: String,
+    pub undo: Value,
+}
+
 /// The stream of the message `post` in `server`.
 pub fn message_stream(server: &str, post: &str) -> StreamId {
     StreamId::composed(format!(
@@ -621,8 +631,13 @@ pub fn remove_message(
             std::slice::from_ref(&created.uris.followers),
         ))
     });
-    Ok(vec![DomainEvent::ChannelMessageRemoved(
-        ChannelMessageRemoved {
+    let shared = announce(
+        created,
+        format!("{}/announces/{key}/object", created.uris.id),
+        Value::String(announced.post.clone()),
+    );
+    Ok(vec![
+        DomainEvent::ChannelMessageRemoved(ChannelMessageRemoved {
             server: created.uris.id.clone(),
             channel: announced.channel.clone(),
             post: announced.post.clone(),
@@ -634,8 +649,19 @@ pub fn remove_message(
                 delete,
             ),
             removed_at: now,
-        },
-    )])
+        }),
+        DomainEvent::ChannelMessageUnshared(ChannelMessageUnshared {
+            server: created.uris.id.clone(),
+            post: announced.post.clone(),
+            undo: activitypub::undo(
+                &format!("{}/announces/{key}/object/undo", created.uris.id),
+                &created.uris.id,
+                shared,
+                &[PUBLIC.to_owned()],
+                std::slice::from_ref(&created.uris.followers),
+            ),
+        }),
+    ])
 }
 
 #[cfg(test)]
@@ -800,10 +826,7 @@ mod tests {
             announced.announce["audience"],
             "https://ex.test/servers/rust"
         );
-        assert_eq!(
-            shared.announce["object"],
-            "https://far.test/notes/1"
-        );
+        assert_eq!(shared.announce["object"], "https://far.test/notes/1");
         assert_ne!(announced.announce["id"], shared.announce["id"]);
     }
 
@@ -868,9 +891,19 @@ mod tests {
         );
         let events = remove_message(&state, &message_state, OWNER, None, Utc::now())
             .unwrap_or_else(|e| panic!("{e}"));
-        let [DomainEvent::ChannelMessageRemoved(removed)] = events.as_slice() else {
+        let [
+            DomainEvent::ChannelMessageRemoved(removed),
+            DomainEvent::ChannelMessageUnshared(unshared),
+        ] = events.as_slice()
+        else {
             panic!("{events:?}")
         };
+        assert_eq!(unshared.undo["type"], "Undo");
+        assert_eq!(unshared.undo["object"]["type"], "Announce");
+        assert_eq!(
+            unshared.undo["object"]["object"],
+            "https://far.test/notes/6"
+        );
         assert_eq!(removed.announce["object"]["type"], "Delete");
         assert_eq!(
             removed.announce["object"]["actor"],

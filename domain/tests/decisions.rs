@@ -269,6 +269,7 @@ fn post_command(text: &str, visibility: Visibility, mentions: Vec<Mention>) -> C
         sensitive: false,
         visibility,
         mentions,
+        audience: None,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chorus_domain::remote::RemoteActorUpdated;
+use chorus_domain::servers::{Membership, ServerCreated};
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
 
@@ -14,6 +15,7 @@ pub struct Actors;
 
 const EVENTS: &[&str] = &[
     "ActorRegistered",
+    "ServerCreated",
     "RemoteActorUpdated",
     "RemoteActorDeleted",
     "ActorDeleted",
@@ -46,6 +48,9 @@ impl Projection for Actors {
             Some(DomainEvent::ActorRegistered(e)) => e,
             Some(DomainEvent::RemoteActorUpdated(e)) => {
                 return remote_updated(conn, event, &e).await;
+            }
+            Some(DomainEvent::ServerCreated(e)) => {
+                return server_created(conn, event, &e).await;
             }
             // A deleted local account keeps its row (its actor answers 410,
             // its handle stays taken) without its profile.
@@ -155,6 +160,43 @@ async fn remote_updated(
     .bind(&e.url)
     .bind(&e.icon)
     .bind(e.updated_at)
+    .bind(major)
+    .bind(minor)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A server is a local actor of kind `Group`; its followers are its members.
+async fn server_created(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+    e: &ServerCreated,
+) -> Result<(), ProjectionError> {
+    let (major, minor) = position(event);
+    sqlx::query(
+        "INSERT INTO actors (uri, actor_id, handle, domain, local, kind, display_name, summary,
+                             locked, inbox, outbox, followers_uri, following_uri, shared_inbox,
+                             key_id, public_key_pem, registered_at, position_major, position_minor)
+         VALUES ($1, $2, $3, $4, true, 'Group', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                 $16, $17)
+         ON CONFLICT (uri) DO NOTHING",
+    )
+    .bind(&e.uris.id)
+    .bind(e.server_id)
+    .bind(e.name.as_str())
+    .bind(domain_of(&e.uris.id))
+    .bind(&e.display_name)
+    .bind(&e.description)
+    .bind(e.membership == Membership::Approval)
+    .bind(&e.uris.inbox)
+    .bind(&e.uris.outbox)
+    .bind(&e.uris.followers)
+    .bind(&e.uris.following)
+    .bind(&e.uris.shared_inbox)
+    .bind(&e.uris.key_id)
+    .bind(&e.public_key_pem)
+    .bind(e.created_at)
     .bind(major)
     .bind(minor)
     .execute(&mut *conn)

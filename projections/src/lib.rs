@@ -23,6 +23,7 @@ pub mod reblogs;
 pub mod rebuild;
 pub mod received;
 pub mod runner;
+pub mod servers;
 pub mod timelines;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(notifications::Notifications),
         Arc::new(instances::Instances),
         Arc::new(received::Received),
+        Arc::new(servers::Servers),
     ]
 }
 

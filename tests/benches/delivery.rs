@@ -273,6 +273,7 @@ impl Chorus {
                     sensitive: false,
                     visibility: Visibility::Public,
                     in_reply_to: None,
+                    audience: None,
                 },
             )
             .await

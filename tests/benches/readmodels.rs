@@ -183,6 +183,7 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
                     sensitive: false,
                     visibility: Visibility::Public,
                     mentions: vec![],
+                    audience: None,
                 },
                 None,
                 base,
@@ -312,6 +313,7 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
                         sensitive: false,
                         visibility: Visibility::Public,
                         in_reply_to: None,
+                        audience: None,
                     },
                 )
                 .await

@@ -7,5 +7,6 @@ pub mod contract;
 pub mod history;
 pub mod outbound;
 pub mod pg;
+pub mod poll;
 pub mod remote;
 pub mod sink;

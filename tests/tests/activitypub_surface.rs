@@ -163,6 +163,7 @@ impl Server {
             sensitive: false,
             visibility,
             mentions,
+            audience: None,
         };
         let who = Author {
             followers: format!("{author}/followers"),

@@ -11,14 +11,13 @@
 //! Not covered, because Chorus never sends them: Update and Delete of an
 //! actor (no profile edits or account deletions yet).
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use chorus_api::config::FederationSettings;
 use chorus_tests::app::{Account, TestApp, spawn_app_named};
+use chorus_tests::poll::{self, text};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 const FOLLOW: &str = "mutation($a: String!) { follow(actor: $a) { actor following } }";
 const UNFOLLOW: &str = "mutation($a: String!) { unfollow(actor: $a) { following } }";
@@ -63,50 +62,8 @@ const ANNOUNCE_ID: &str = "SELECT announce_id FROM reblogs WHERE actor = $1 AND 
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Polls `probe` until it answers `Ok`, for ten seconds; its `Err` says what
-/// it saw instead, for the failure message.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("{what}: still {seen} after {DEADLINE:?}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// The one nullable text `sql` answers on `app` (`None` without a row),
-/// with `binds` as its text parameters.
-async fn text(app: &TestApp, sql: &str, binds: &[&str]) -> Option<String> {
-    let mut query = sqlx::query_scalar::<_, Option<String>>(sql);
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    query
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .flatten()
-}
-
-/// Waits until `sql` answers `expected` on `app`.
 async fn until_sql(app: &TestApp, expected: Option<&str>, sql: &str, binds: &[&str]) {
-    eventually(&format!("{} {sql} {binds:?}", app.base_url), || async {
-        let got = text(app, sql, binds).await;
-        if got.as_deref() == expected {
-            Ok(())
-        } else {
-            Err(format!("{got:?}, not {expected:?}"))
-        }
-    })
-    .await;
+    poll::until_sql(app, DEADLINE, expected, sql, binds).await;
 }
 
 /// Waits until the GraphQL `query`, run on `app` as `token`'s owner, has
@@ -119,14 +76,8 @@ async fn until_graphql(
     pointer: &str,
     expected: Value,
 ) -> Value {
-    let what = format!("{} {query} {variables} at {pointer}", app.base_url);
-    eventually(&what, || async {
-        let data = app.ok(token, query, variables.clone()).await;
-        if data.pointer(pointer) == Some(&expected) {
-            Ok(data)
-        } else {
-            Err(format!("{data}, not {expected}"))
-        }
+    poll::until_graphql(app, DEADLINE, token, query, variables, |data| {
+        data.pointer(pointer) == Some(&expected)
     })
     .await
 }
@@ -137,6 +88,27 @@ async fn follow_is(s: &Servers, follower: &Account, followee: &Account, state: O
     for app in [&s.alpha, &s.beta] {
         until_sql(app, state, FOLLOW_STATE, &[&follower.uri, &followee.uri]).await;
     }
+}
+
+/// Waits until `post`, as `token`'s owner sees it on `app`, has `edits`
+/// and content containing `text` (the post and its edits are read by
+/// separate statements); returns what was seen.
+async fn until_edited(app: &TestApp, token: &str, post: &str, edits: Value, text: &str) -> Value {
+    poll::until_graphql(
+        app,
+        DEADLINE,
+        Some(token),
+        SEEN_POST,
+        json!({ "id": post }),
+        |data| {
+            data.pointer("/post/edits") == Some(&edits)
+                && data
+                    .pointer("/post/content")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| c.contains(text))
+        },
+    )
+    .await
 }
 
 /// Checks that `app` acted on every activity it received: none was
@@ -736,19 +708,14 @@ async fn posts_replies_edits_and_deletes_reach_the_other_server() {
             )
             .await;
     }
-    let seen = until_graphql(
+    let seen = until_edited(
         beta,
-        Some(&bob.token),
-        SEEN_POST,
-        json!({ "id": post }),
-        "/post/edits",
+        &bob.token,
+        &post,
         json!([{ "version": 1 }, { "version": 2 }, { "version": 3 }]),
+        "hello at last from alpha",
     )
     .await;
-    assert!(
-        str_at(&seen, "/post/content").contains("hello at last from alpha"),
-        "{seen}"
-    );
     assert!(seen["post"]["editedAt"].is_string(), "{seen}");
 
     // bob edits his reply: alpha shows the new text, still in the thread.
@@ -895,16 +862,14 @@ async fn posts_replies_edits_and_deletes_reach_the_other_server() {
             json!({ "id": direct_id, "t": format!("{to_dave}, edited") }),
         )
         .await;
-    let seen = until_graphql(
+    let seen = until_edited(
         beta,
-        Some(&dave.token),
-        SEEN_POST,
-        json!({ "id": direct }),
-        "/post/edits",
+        &dave.token,
+        &direct,
         json!([{ "version": 1 }, { "version": 2 }]),
+        "edited",
     )
     .await;
-    assert!(str_at(&seen, "/post/content").contains("edited"), "{seen}");
     assert_eq!(seen["post"]["visibility"], "DIRECT");
     alpha
         .ok(Some(&alice.token), DELETE, json!({ "id": direct_id }))

@@ -232,6 +232,7 @@ impl World {
             sensitive: false,
             visibility,
             mentions: Self::mentions(text),
+            audience: None,
         };
         let who = Author {
             uri: author.clone(),
@@ -505,7 +506,8 @@ async fn the_read_models_follow_a_realistic_scenario() {
             "timelines",
             "notifications",
             "instances",
-            "received"
+            "received",
+            "servers"
         ]
     );
     assert!(positions.iter().all(|(_, p)| *p >= w.last), "{positions:?}");

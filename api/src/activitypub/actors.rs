@@ -34,7 +34,7 @@ macro_rules! actor_columns {
 const PERSON: &str = concat!(
     "SELECT ",
     actor_columns!(),
-    " FROM actors a WHERE a.local AND a.handle = $1"
+    " FROM actors a WHERE a.local AND a.kind <> 'Group' AND a.handle = $1"
 );
 
 const PROFILE: &str = concat!(
@@ -47,7 +47,7 @@ const PROFILE: &str = concat!(
             WHERE f.followee = a.uri AND f.state = 'accepted') AS followers,
         (SELECT count(*) FROM follows f
             WHERE f.follower = a.uri AND f.state = 'accepted') AS following
-     FROM actors a WHERE a.local AND a.handle = $1"
+     FROM actors a WHERE a.local AND a.kind <> 'Group' AND a.handle = $1"
 );
 
 const RECENT: &str = "
@@ -204,16 +204,16 @@ struct Person<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Endpoints<'a> {
-    shared_inbox: &'a str,
+pub(super) struct Endpoints<'a> {
+    pub shared_inbox: &'a str,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PublicKey<'a> {
-    id: &'a str,
-    owner: &'a str,
-    public_key_pem: &'a str,
+pub(super) struct PublicKey<'a> {
+    pub id: &'a str,
+    pub owner: &'a str,
+    pub public_key_pem: &'a str,
 }
 
 /// The profile page: the actor and its counts from one query, its recent

@@ -36,6 +36,9 @@ struct Collection {
 /// The actor whose collection it is, and a `LATERAL` subquery `i` of items.
 macro_rules! page_sql {
     ($id:literal, $items:literal) => {
+        page_sql!($id, $items, "a.kind <> 'Group'")
+    };
+    ($id:literal, $items:literal, $kind:literal) => {
         concat!(
             "SELECT a.uri, a.deleted_at IS NOT NULL, ",
             $id,
@@ -44,7 +47,8 @@ macro_rules! page_sql {
              LEFT JOIN LATERAL (",
             $items,
             ") i ON true
-             WHERE a.local AND a.handle = $1"
+             WHERE a.local AND a.handle = $1 AND ",
+            $kind
         )
     };
 }
@@ -54,7 +58,7 @@ const OUTBOX: Collection = Collection {
     summary: "SELECT a.uri, a.deleted_at IS NOT NULL, COALESCE(a.outbox, a.uri || '/outbox'),
             (SELECT count(*) FROM posts p WHERE p.author = a.uri
                 AND p.visibility IN ('public', 'unlisted') AND p.deleted_at IS NULL)
-        FROM actors a WHERE a.local AND a.handle = $1",
+        FROM actors a WHERE a.local AND a.handle = $1 AND a.kind <> 'Group'",
     page: page_sql!(
         "COALESCE(a.outbox, a.uri || '/outbox')",
         "SELECT p.activity::text AS item, p.position_major, p.position_minor
@@ -73,7 +77,7 @@ const FOLLOWERS: Collection = Collection {
     summary:
         "SELECT a.uri, a.deleted_at IS NOT NULL, COALESCE(a.followers_uri, a.uri || '/followers'),
             (SELECT count(*) FROM follows f WHERE f.followee = a.uri AND f.state = 'accepted')
-        FROM actors a WHERE a.local AND a.handle = $1",
+        FROM actors a WHERE a.local AND a.handle = $1 AND a.kind <> 'Group'",
     page: page_sql!(
         "COALESCE(a.followers_uri, a.uri || '/followers')",
         "SELECT to_json(f.follower)::text AS item, f.position_major, f.position_minor
@@ -91,7 +95,7 @@ const FOLLOWING: Collection = Collection {
     summary:
         "SELECT a.uri, a.deleted_at IS NOT NULL, COALESCE(a.following_uri, a.uri || '/following'),
             (SELECT count(*) FROM follows f WHERE f.follower = a.uri AND f.state = 'accepted')
-        FROM actors a WHERE a.local AND a.handle = $1",
+        FROM actors a WHERE a.local AND a.handle = $1 AND a.kind <> 'Group'",
     page: page_sql!(
         "COALESCE(a.following_uri, a.uri || '/following')",
         "SELECT to_json(f.followee)::text AS item, f.position_major, f.position_minor
@@ -103,6 +107,68 @@ const FOLLOWING: Collection = Collection {
     ),
     page_size: 40,
 };
+
+/// A server's announcements of its members' messages, newest first, each
+/// as the `Announce` of the post (the message itself is at its id).
+const SERVER_OUTBOX: Collection = Collection {
+    summary: "SELECT a.uri, a.deleted_at IS NOT NULL, a.outbox,
+            (SELECT count(*) FROM channel_messages m
+             WHERE m.server = a.uri AND m.removed_at IS NULL)
+        FROM actors a WHERE a.local AND a.handle = $1 AND a.kind = 'Group'",
+    page: page_sql!(
+        "a.outbox",
+        "SELECT json_build_object(
+                    'id', m.announce_id, 'type', 'Announce', 'actor', a.uri, 'object', m.post,
+                    'to', json_build_array('https://www.w3.org/ns/activitystreams#Public'),
+                    'cc', json_build_array(a.followers_uri), 'audience', a.uri,
+                    'published', to_char(m.announced_at AT TIME ZONE 'UTC',
+                                         'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))::text AS item,
+                m.position_major, m.position_minor
+         FROM channel_messages m
+         WHERE m.server = a.uri AND m.removed_at IS NULL
+             AND (m.position_major, m.position_minor) < ($2, $3)
+         ORDER BY m.position_major DESC, m.position_minor DESC
+         LIMIT $4",
+        "a.kind = 'Group'"
+    ),
+    page_size: 20,
+};
+
+/// A server's members, as actor ids.
+const SERVER_FOLLOWERS: Collection = Collection {
+    summary: "SELECT a.uri, a.deleted_at IS NOT NULL, a.followers_uri,
+            (SELECT count(*) FROM follows f WHERE f.followee = a.uri AND f.state = 'accepted')
+        FROM actors a WHERE a.local AND a.handle = $1 AND a.kind = 'Group'",
+    page: page_sql!(
+        "a.followers_uri",
+        "SELECT to_json(f.follower)::text AS item, f.position_major, f.position_minor
+         FROM follows f
+         WHERE f.followee = a.uri AND f.state = 'accepted'
+             AND (f.position_major, f.position_minor) < ($2, $3)
+         ORDER BY f.position_major DESC, f.position_minor DESC
+         LIMIT $4",
+        "a.kind = 'Group'"
+    ),
+    page_size: 40,
+};
+
+/// `GET /servers/{name}/outbox`.
+pub async fn server_outbox(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    serve(&state, &SERVER_OUTBOX, &name, query.as_deref()).await
+}
+
+/// `GET /servers/{name}/followers`: its members.
+pub async fn server_followers(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    serve(&state, &SERVER_FOLLOWERS, &name, query.as_deref()).await
+}
 
 /// `GET /users/{handle}/outbox`.
 pub async fn outbox(
@@ -153,7 +219,7 @@ async fn serve(
 
 /// What the query string asks for: `None` for the collection itself,
 /// `Some(cursor)` for a page (`None` cursor: the first page).
-fn page_request(query: Option<&str>) -> Result<Option<Option<Position>>, ApError> {
+pub(super) fn page_request(query: Option<&str>) -> Result<Option<Option<Position>>, ApError> {
     let mut page = false;
     let mut max_id = None;
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -196,6 +262,17 @@ async fn summary(
     )
 }
 
+/// The position a page ends before, as stored (`bigint`): a cursor beyond
+/// its range is past every row; no cursor, the first page.
+pub(super) fn bounds(before: Option<Position>) -> (i64, i64) {
+    before.map_or((i64::MAX, i64::MAX), |p| {
+        (
+            i64::try_from(p.major()).unwrap_or(i64::MAX),
+            i64::try_from(p.minor()).unwrap_or(i64::MAX),
+        )
+    })
+}
+
 type PageRow = (
     String,
     bool,
@@ -211,14 +288,7 @@ async fn page(
     handle: &Handle,
     before: Option<Position>,
 ) -> Result<Response, ApError> {
-    // Positions are stored as `bigint`; a cursor beyond its range is past
-    // every row.
-    let (major, minor) = before.map_or((i64::MAX, i64::MAX), |p| {
-        (
-            i64::try_from(p.major()).unwrap_or(i64::MAX),
-            i64::try_from(p.minor()).unwrap_or(i64::MAX),
-        )
-    });
+    let (major, minor) = bounds(before);
     let rows: Vec<PageRow> = sqlx::query_as(collection.page)
         .bind(handle.as_str())
         .bind(major)

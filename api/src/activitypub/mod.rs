@@ -25,6 +25,7 @@ mod html;
 pub(crate) mod negotiation;
 mod nodeinfo;
 mod objects;
+mod servers;
 mod webfinger;
 
 /// The routes of the public ActivityPub surface.
@@ -39,6 +40,13 @@ pub fn routes() -> Router<AppState> {
         .route("/users/{handle}/outbox", get(collections::outbox))
         .route("/users/{handle}/followers", get(collections::followers))
         .route("/users/{handle}/following", get(collections::following))
+        .route("/servers/{name}", get(servers::server))
+        .route("/servers/{name}/outbox", get(collections::server_outbox))
+        .route(
+            "/servers/{name}/followers",
+            get(collections::server_followers),
+        )
+        .route("/servers/{name}/channels/{slug}", get(servers::channel))
         .route("/posts/{id}", get(objects::post))
         .route("/posts/{id}/activity", get(objects::activity))
 }

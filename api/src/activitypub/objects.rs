@@ -38,9 +38,14 @@ const POST: &str = "
             ORDER BY mention.n
         ) AS mention_names,
         author.handle AS author_handle,
-        author.display_name AS author_name
+        author.display_name AS author_name,
+        message.server AS audience,
+        message.server || '/channels/' || message.channel AS channel
     FROM posts p
     LEFT JOIN actors author ON author.uri = p.author
+    LEFT JOIN LATERAL (
+        SELECT server, channel FROM channel_messages WHERE post = p.uri LIMIT 1
+    ) message ON true
     WHERE p.post_id = $1";
 
 #[derive(Debug, sqlx::FromRow)]
@@ -63,6 +68,9 @@ struct PostRow {
     mention_names: Vec<String>,
     author_handle: Option<String>,
     author_name: Option<String>,
+    /// The server it was posted in (FEP-1b12), and its channel.
+    audience: Option<String>,
+    channel: Option<String>,
 }
 
 /// Whether anyone may see a post of this visibility.
@@ -145,6 +153,12 @@ struct Note<'a> {
     in_reply_to: Option<&'a str>,
     url: &'a str,
     tag: Vec<Tag<'a>>,
+    /// The server (Group) it was posted in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<&'a str>,
+    /// Its channel in that server.
+    #[serde(rename = "context", skip_serializing_if = "Option::is_none")]
+    context_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -179,6 +193,8 @@ fn note<'a>(post: &'a PostRow, base: &str) -> Note<'a> {
         in_reply_to: post.in_reply_to.as_deref(),
         url: &post.uri,
         tag: mentions.chain(hashtags).collect(),
+        audience: post.audience.as_deref(),
+        context_id: post.channel.as_deref(),
     }
 }
 

@@ -29,6 +29,8 @@ pub struct PostInput {
     pub visibility: Visibility,
     /// The post replied to: its id or ActivityPub id.
     pub in_reply_to: Option<String>,
+    /// A message in a server's channel (see [`App::post_message`]).
+    pub audience: Option<posts::Audience>,
 }
 
 /// What a favorite or reblog decision sees of its post.
@@ -375,6 +377,7 @@ impl App {
                     sensitive: input.sensitive,
                     visibility: input.visibility,
                     mentions: mentions.clone(),
+                    audience: input.audience.clone(),
                 };
                 let reply_to = parent.as_ref().map(|(parent, standing, _)| ReplyTarget {
                     parent: parent.as_reply_parent(),

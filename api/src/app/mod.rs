@@ -9,6 +9,7 @@
 mod accounts;
 mod actions;
 mod instances;
+mod servers;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use chorus_domain::interactions::{InteractionError, InteractionState};
 use chorus_domain::posts::{PostError, PostState};
 use chorus_domain::relationships::{RelationshipError, RelationshipState};
 use chorus_domain::remote::{RemoteActorState, RemotePostState};
+use chorus_domain::servers::{MessageState, ServerState};
 use chorus_domain::{
     AppendOutcome, DomainEvent, EventId, EventStore, EventStoreError, ExpectedVersion, Metadata,
     NewEvent, Position, StreamId,
@@ -32,6 +34,7 @@ use crate::federation::directory::{Directory, DirectoryError};
 pub use accounts::NewAccount;
 pub use actions::{KnownActor, PostInput, Target};
 pub use instances::BlockedInstance;
+pub use servers::{MemberAction, NewServer, ServerMember};
 
 /// Why a command was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,8 @@ pub enum AppError {
     Interaction(#[from] InteractionError),
     #[error("{0}")]
     Instance(#[from] InstanceError),
+    #[error("{0}")]
+    Server(#[from] chorus_domain::servers::ServerError),
     #[error("only admins may do this")]
     Forbidden,
     #[error("no such {what}: {id}")]
@@ -85,6 +90,7 @@ impl AppError {
             Self::Relationship(e) => e.code(),
             Self::Interaction(e) => e.code(),
             Self::Instance(e) => e.code(),
+            Self::Server(e) => e.code(),
             Self::Forbidden => "FORBIDDEN",
             Self::NotFound { .. } => "NOT_FOUND",
             Self::Invalid(_) => "INVALID_INPUT",
@@ -109,6 +115,8 @@ pub struct LocalActor {
     pub followers: String,
     pub locked: bool,
     pub admin: bool,
+    /// A server (a `Group`), which acts only through its moderators.
+    pub group: bool,
 }
 
 impl From<&ActorRegistered> for LocalActor {
@@ -120,6 +128,21 @@ impl From<&ActorRegistered> for LocalActor {
             followers: e.uris.followers.clone(),
             locked: e.locked,
             admin: e.admin,
+            group: false,
+        }
+    }
+}
+
+impl From<&chorus_domain::servers::ServerCreated> for LocalActor {
+    fn from(e: &chorus_domain::servers::ServerCreated) -> Self {
+        Self {
+            actor_id: e.server_id,
+            handle: e.name.clone(),
+            uri: e.uris.id.clone(),
+            followers: e.uris.followers.clone(),
+            locked: e.membership == chorus_domain::servers::Membership::Approval,
+            admin: false,
+            group: true,
         }
     }
 }
@@ -145,7 +168,9 @@ fold_via_apply!(
     InteractionState,
     InstanceState,
     RemotePostState,
-    RemoteActorState
+    RemoteActorState,
+    ServerState,
+    MessageState
 );
 
 /// How the events of a decision are stamped.
@@ -298,19 +323,28 @@ impl App {
         let (state, _) = self
             .load::<ActorState>(&actors::actor_stream(handle))
             .await?;
-        Ok(state.live().map(LocalActor::from))
+        Ok(state
+            .live()
+            .map(LocalActor::from)
+            .or_else(|| state.server.as_ref().map(LocalActor::from)))
     }
 
-    /// The local actor whose ActivityPub id is `uri`.
+    /// The local actor (an account or a server) whose ActivityPub id is `uri`.
     pub async fn local_actor_by_uri(&self, uri: &str) -> Result<Option<LocalActor>, AppError> {
-        let prefix = format!("{}/users/", self.base_url);
-        let Some(handle) = uri.strip_prefix(&prefix) else {
+        let Some(rest) = uri.strip_prefix(&self.base_url) else {
+            return Ok(None);
+        };
+        let Some(handle) = rest
+            .strip_prefix("/users/")
+            .or_else(|| rest.strip_prefix("/servers/"))
+        else {
             return Ok(None);
         };
         let Ok(handle) = Handle::parse(handle) else {
             return Ok(None);
         };
-        self.local_actor(&handle).await
+        // `/users/{server}` names no one, nor `/servers/{account}`.
+        Ok(self.local_actor(&handle).await?.filter(|a| a.uri == uri))
     }
 
     /// Resolves an actor reference: a handle (`alice`, `@alice`,

@@ -1,4 +1,5 @@
-//! The inbox: `POST /inbox` (shared) and `POST /users/{handle}/inbox`.
+//! The inbox: `POST /inbox` (shared), `POST /users/{handle}/inbox` and
+//! `POST /servers/{name}/inbox`.
 //!
 //! A request is checked (size, rate, instance blocks, shape, signature, that
 //! the signer is the actor) and, once it passes, its body is appended to the
@@ -86,6 +87,17 @@ pub async fn actor_inbox(
 ) -> Response {
     let inbox = format!("{}/users/{}/inbox", state.base_url, handle.to_lowercase());
     receive(state, peer, inbox, Some(handle), request).await
+}
+
+/// `POST /servers/{name}/inbox`: a server's (a `Group`'s) inbox.
+pub async fn server_inbox(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    request: Request,
+) -> Response {
+    let inbox = format!("{}/servers/{}/inbox", state.base_url, name.to_lowercase());
+    receive(state, peer, inbox, Some(name), request).await
 }
 
 async fn receive(

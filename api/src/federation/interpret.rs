@@ -26,6 +26,7 @@ use chorus_domain::remote::{
     self, ActivityNotApplied, ActivityReceived, NotApplied, RemoteActorDeleted, RemoteActorState,
     RemotePostCreated, RemotePostEdited, RemotePostState, remote_actor_stream, remote_post_stream,
 };
+use chorus_domain::servers;
 use chorus_domain::{DomainEvent, EventStore, Metadata, Position, RecordedEvent};
 use chorus_postgres::NewStream;
 use chorus_postgres::checkpoints::{self, Progress};
@@ -539,7 +540,9 @@ impl Worker {
             Err(error) => return Ok(refused(error.to_string())),
         };
         match interpretation {
-            Interpretation::CreateNote { note, .. } => self.create_note(stamp, actor, note).await,
+            Interpretation::CreateNote { note, .. } => {
+                self.create_message(stamp, actor, note, document).await
+            }
             Interpretation::UpdateNote { note, .. } => self.update_note(stamp, actor, note).await,
             Interpretation::NeedsFetch {
                 kind, object_id, ..
@@ -554,7 +557,7 @@ impl Worker {
                 };
                 match kind {
                     ActivityKind::Update => self.update_note(stamp, actor, note).await,
-                    _ => self.create_note(stamp, actor, note).await,
+                    _ => self.create_message(stamp, actor, note, document).await,
                 }
             }
             Interpretation::UpdateActor { profile, .. } => {
@@ -771,6 +774,96 @@ impl Worker {
             Ok(events)
         })
         .await
+    }
+
+    /// A post; if it is addressed to a local server, a message for it
+    /// (FEP-1b12): refused (and not stored) unless its author is a member
+    /// in good standing and its channel exists, then announced by the
+    /// server to its members.
+    async fn create_message(
+        &self,
+        stamp: &Stamp,
+        actor: &str,
+        note: RemoteNote,
+        document: &Value,
+    ) -> Result<Outcome, AppError> {
+        let Some((server, state)) = self.addressed_server(&note).await? else {
+            return self.create_note(stamp, actor, note).await;
+        };
+        let standing = self.app.standing_in(&server.uri, actor).await?;
+        let parent_channel = match &note.in_reply_to {
+            Some(parent) => sqlx::query_scalar::<_, String>(
+                "SELECT channel FROM channel_messages WHERE server = $1 AND post = $2",
+            )
+            .bind(&server.uri)
+            .bind(parent)
+            .fetch_optional(&self.app.pool)
+            .await?
+            .and_then(|slug| servers::ChannelSlug::parse(&slug).ok()),
+            None => None,
+        };
+        let message = servers::Message {
+            post: note.id.clone(),
+            author: actor.to_owned(),
+            in_reply_to: note.in_reply_to.clone(),
+            // A `context` that is not one of the server's channels is a
+            // thread's (Mastodon, Lemmy): the message goes by its parent.
+            channel: note
+                .context
+                .clone()
+                .filter(|c| servers::channel_of(&server.uri, c).is_some()),
+            parent_channel,
+            activity: strip_context(document),
+            member: standing.member,
+            banned: standing.banned,
+        };
+        // Decided once without effect first: a refused message is not stored.
+        let trial = servers::announce_message(
+            &state,
+            &servers::MessageState::default(),
+            message.clone(),
+            chrono::Utc::now(),
+        );
+        if let Err(refusal) = trial {
+            return Ok(refused(refusal.to_string()));
+        }
+        let outcome = self.create_note(stamp, actor, note).await?;
+        if !matches!(outcome, Outcome::Applied) {
+            return Ok(outcome);
+        }
+        match self.app.announce_message(&server, message, stamp).await {
+            Ok(_) | Err(AppError::Server(servers::ServerError::AlreadyAnnounced)) => {
+                Ok(Outcome::Applied)
+            }
+            Err(AppError::Server(refusal)) => Ok(refused(refusal.to_string())),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The local server a post is addressed to (its `audience`, or among
+    /// `to` and `cc`), if any.
+    async fn addressed_server(
+        &self,
+        note: &RemoteNote,
+    ) -> Result<Option<(crate::app::LocalActor, servers::ServerState)>, AppError> {
+        let prefix = format!("{}/servers/", self.app.base_url);
+        let addressed = note
+            .audience
+            .iter()
+            .chain(&note.to)
+            .chain(&note.cc)
+            .find(|a| {
+                a.strip_prefix(&prefix)
+                    .is_some_and(|name| !name.contains('/'))
+            });
+        let Some(uri) = addressed else {
+            return Ok(None);
+        };
+        match self.app.server(uri).await {
+            Ok(found) => Ok(Some(found)),
+            Err(AppError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     async fn create_note(

@@ -167,6 +167,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/inbox", post(inbox::shared_inbox))
         .route("/users/{handle}/inbox", post(inbox::actor_inbox))
+        .route("/servers/{name}/inbox", post(inbox::server_inbox))
         .route("/actor", get(instance::actor_document))
         .route("/metrics", get(metrics_text))
 }

@@ -5,6 +5,7 @@ mod deliveries;
 mod history;
 mod mutations;
 mod queries;
+mod servers;
 mod types;
 
 use std::sync::Arc;

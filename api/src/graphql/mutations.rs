@@ -6,6 +6,7 @@ use async_graphql::{Context, ID, InputObject, Object};
 use chorus_workers::delivery::admin as delivery;
 
 use super::deliveries::{DeliveryHost, DeliveryState, admin_error, admin_only};
+use super::servers;
 use super::types::{InstanceBlock, Post, Relationship, Visibility};
 use super::{GraphqlError, Result, Services, acting, error};
 use crate::app::{App, AppError, LocalActor, PostInput, Target};
@@ -81,6 +82,78 @@ where
 
 #[Object]
 impl MutationRoot {
+    /// Creates a server (an ActivityPub Group) owned by the signed-in
+    /// account.
+    async fn create_server(
+        &self,
+        ctx: &Context<'_>,
+        input: servers::CreateServerInput,
+    ) -> Result<servers::Server> {
+        servers::create(ctx, input).await
+    }
+
+    /// Adds a channel to a server (its owner or a moderator).
+    async fn add_channel(
+        &self,
+        ctx: &Context<'_>,
+        server: String,
+        name: String,
+        topic: Option<String>,
+    ) -> Result<servers::Server> {
+        servers::add_channel(ctx, &server, &name, topic).await
+    }
+
+    /// Makes a member a moderator, or a member again (the owner).
+    async fn set_moderator(
+        &self,
+        ctx: &Context<'_>,
+        server: String,
+        member: String,
+        moderator: bool,
+    ) -> Result<servers::Server> {
+        servers::set_moderator(ctx, &server, &member, moderator).await
+    }
+
+    /// Approves, removes, bans or unbans a member (a moderator).
+    async fn moderate_member(
+        &self,
+        ctx: &Context<'_>,
+        server: String,
+        member: String,
+        action: servers::ModerationAction,
+    ) -> Result<servers::Server> {
+        servers::moderate(ctx, &server, &member, action).await
+    }
+
+    /// Joins a server: a member at once if it is open, else once a
+    /// moderator approves.
+    async fn join_server(&self, ctx: &Context<'_>, server: String) -> Result<servers::Server> {
+        servers::membership(ctx, &server, true).await
+    }
+
+    /// Leaves a server (or withdraws a request to join).
+    async fn leave_server(&self, ctx: &Context<'_>, server: String) -> Result<servers::Server> {
+        servers::membership(ctx, &server, false).await
+    }
+
+    /// Posts a message in a server's channel (its first channel when none
+    /// is named); the server announces it to its members.
+    async fn post_message(
+        &self,
+        ctx: &Context<'_>,
+        server: String,
+        channel: Option<String>,
+        input: servers::MessageInput,
+    ) -> Result<Post> {
+        servers::post_message(ctx, &server, channel.as_deref(), input).await
+    }
+
+    /// Removes a message from a server (its author or a moderator); the
+    /// server announces the deletion to its members.
+    async fn remove_message(&self, ctx: &Context<'_>, server: String, post: ID) -> Result<ID> {
+        servers::remove_message(ctx, &server, &post).await
+    }
+
     /// Publishes a post (Create{Note}), or a reply with `inReplyTo`.
     async fn create_post(&self, ctx: &Context<'_>, input: CreatePostInput) -> Result<Post> {
         let me = acting(ctx).await?;
@@ -95,6 +168,7 @@ impl MutationRoot {
                     sensitive: input.sensitive,
                     visibility: input.visibility.into(),
                     in_reply_to: input.in_reply_to.map(|id| id.to_string()),
+                    audience: None,
                 },
             )
             .await

@@ -26,6 +26,24 @@ pub struct QueryRoot;
 
 #[Object]
 impl QueryRoot {
+    /// A server by name (`rust`) or ActivityPub id.
+    async fn server(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> Result<Option<super::servers::Server>> {
+        super::servers::Server::find(ctx, &name).await
+    }
+
+    /// Servers on this instance, newest first.
+    async fn servers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> Result<Vec<super::servers::Server>> {
+        super::servers::Server::list(ctx, first).await
+    }
+
     /// The signed-in actor.
     async fn me(&self, ctx: &Context<'_>) -> Result<Actor> {
         let actor = acting(ctx).await?;

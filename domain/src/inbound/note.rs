@@ -141,6 +141,13 @@ pub struct RemoteNote {
     /// or a FEP-e232 object link).
     pub quote: Option<String>,
     pub poll: Option<Poll>,
+    /// The `Group` it is posted in (`audience`, FEP-1b12).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The conversation or collection it belongs to (`context`): a
+    /// server's channel, for messages posted in one.
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 /// The visibility of a post addressed to `to` and `cc`, the way Mastodon
@@ -257,6 +264,12 @@ pub(crate) fn read_note_by(value: &Value, actor: Option<&str>) -> Result<RemoteN
         attachments: read_attachments(value, kind),
         quote,
         poll: read_poll(value, kind),
+        audience: prop(value, "audience")
+            .and_then(id_of)
+            .and_then(|a| http_id(&a)),
+        context: prop(value, "context")
+            .and_then(id_of)
+            .and_then(|c| http_id(&c)),
         id,
         attributed_to,
     })
