@@ -9,6 +9,7 @@
 //! [`Projections`] runs all of them and lets a writer wait until they have
 //! caught up with its append (read-your-writes).
 
+pub mod activity_stats;
 pub mod actors;
 pub mod blocks;
 pub mod bulk;
@@ -47,6 +48,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(notifications::Notifications),
         Arc::new(instances::Instances),
         Arc::new(received::Received),
+        Arc::new(activity_stats::ActivityStats),
     ]
 }
 

@@ -919,8 +919,12 @@ async fn swap_tables(conn: &mut PgConnection, target: &Target) -> Result<(), sql
         .collect();
     let views = dependent_views(&mut *conn, &tables).await?;
     let mut regrants = Vec::new();
+    // The views' column comments, said again once they are made again
+    // (analytics consumers read them as documentation).
+    let mut recomments = Vec::new();
     for view in &views {
         regrants.extend(grants(&mut *conn, &view.name).await?);
+        recomments.extend(column_comments(&mut *conn, &view.name).await?);
     }
     for view in &views {
         sqlx::query(&format!("DROP VIEW {}", view.name))
@@ -984,8 +988,8 @@ async fn swap_tables(conn: &mut PgConnection, target: &Target) -> Result<(), sql
             .await?;
         }
     }
-    for grant in &regrants {
-        sqlx::query(grant).execute(&mut *conn).await?;
+    for statement in regrants.iter().chain(&recomments) {
+        sqlx::query(statement).execute(&mut *conn).await?;
     }
     sqlx::query(&format!("DROP SCHEMA {retired} CASCADE"))
         .execute(&mut *conn)
@@ -1030,6 +1034,32 @@ async fn grants(conn: &mut PgConnection, relation: &str) -> Result<Vec<String>, 
         .into_iter()
         .map(|(grantee, privileges)| {
             format!("GRANT {} ON {relation} TO {grantee}", privileges.join(", "))
+        })
+        .collect())
+}
+
+/// The statements that give `relation`'s column comments again.
+async fn column_comments(
+    conn: &mut PgConnection,
+    relation: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT quote_ident(a.attname), d.description
+         FROM pg_attribute a
+         JOIN pg_description d ON d.objoid = a.attrelid AND d.objsubid = a.attnum
+              AND d.classoid = 'pg_class'::regclass
+         WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+    )
+    .bind(relation)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(column, comment)| {
+            format!(
+                "COMMENT ON COLUMN {relation}.{column} IS {}",
+                literal(&comment)
+            )
         })
         .collect())
 }

@@ -505,7 +505,8 @@ async fn the_read_models_follow_a_realistic_scenario() {
             "timelines",
             "notifications",
             "instances",
-            "received"
+            "received",
+            "activity_stats"
         ]
     );
     assert!(positions.iter().all(|(_, p)| *p >= w.last), "{positions:?}");

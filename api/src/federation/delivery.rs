@@ -55,7 +55,15 @@ impl Delivery {
         let senders = federation
             .settings
             .delivery_in_process
-            .then(|| Senders::start(store, federation.fetcher.clone(), wake, options));
+            .then(|| {
+                Senders::start_counting(
+                    store,
+                    federation.fetcher.clone(),
+                    wake,
+                    options,
+                    federation.delivery_outcomes.clone(),
+                )
+            });
         Ok(Self { planner, senders })
     }
 }
