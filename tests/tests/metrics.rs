@@ -176,14 +176,25 @@ fn the_parser_refuses_what_is_not_prometheus_text() {
 async fn metrics_parse_and_follow_the_log_subscribers_and_rebuilds() {
     let app = spawn_app().await;
     let alice = app.account("alice", false).await;
-    let before = scrape(&app).await;
+    // Subscribers that had nothing to do store their checkpoint once idle
+    // for a second; then every one of them shows, caught up.
+    let subscribers = ["actors", "activity_stats", "interpreter", "deliveries", "erasure"];
+    let lag_of = |s: &str| format!("chorus_subscriber_lag_events{{subscriber=\"{s}\"}}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let now = scrape(&app).await;
+        if subscribers.iter().all(|s| now.contains_key(&lag_of(s))) {
+            break now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "subscribers missing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for subscriber in subscribers {
+        assert_eq!(get(&before, &lag_of(subscriber)), 0.0, "{subscriber} is caught up");
+    }
     assert_eq!(get(&before, "chorus_events_total{type=\"ActorRegistered\"}"), 1.0);
     assert!(!before.contains_key("chorus_events_total{type=\"PostCreated\"}"));
     assert_eq!(get(&before, "chorus_metrics_database_up"), 1.0);
-    for subscriber in ["actors", "activity_stats", "interpreter", "deliveries", "erasure"] {
-        let key = format!("chorus_subscriber_lag_events{{subscriber=\"{subscriber}\"}}");
-        assert_eq!(get(&before, &key), 0.0, "{subscriber} is caught up");
-    }
 
     // Events appended are counted by type.
     for text in ["one", "two"] {
@@ -253,20 +264,20 @@ async fn metrics_count_inbox_verdicts_and_deliveries_by_host_class() {
     let sink = Sink::start().await;
     trust_local(&app, &sink, &alice.uri).await;
 
-    // A request that is not an activity is refused, and counted.
+    // An unsigned request is refused, and counted.
     let before = scrape(&app).await;
-    let malformed = "chorus_inbox_refused_total{reason=\"malformed\"}";
+    let unsigned = "chorus_inbox_refused_total{reason=\"signature\"}";
     let response = app
         .client
         .post(format!("{}/inbox", app.base_url))
         .header("content-type", "application/activity+json")
-        .body("not json")
+        .body(r#"{"type": "Follow"}"#)
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(response.status(), 400);
+    assert_eq!(response.status(), 401);
     let refused = scrape(&app).await;
-    assert_eq!(get(&refused, malformed), get(&before, malformed) + 1.0);
+    assert_eq!(get(&refused, unsigned), get(&before, unsigned) + 1.0);
 
     // A remote follower: the automatic Accept is delivered (a healthy host).
     let bob = remote_follower(&app, &remote, &sink.base_url, "bob").await;
