@@ -227,12 +227,11 @@ async fn an_admin_signs_in_sees_the_projections_and_rebuilds_one() {
     .await;
     assert!(finished.starts_with("finished: swapped in"), "{finished}");
     // The server agrees.
-    let state: String = sqlx::query_scalar(
-        "SELECT state FROM projection_rebuilds WHERE projection = 'instances'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM projection_rebuilds WHERE projection = 'instances'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(state, "swapped");
     assert_eq!(
         client
@@ -267,6 +266,9 @@ async fn a_token_that_is_not_an_admins_is_refused() {
     );
 
     sign_in(&client, &app, "not-a-token").await;
-    text_when(&client, "#login-status", |t| t.contains("invalid or revoked")).await;
+    text_when(&client, "#login-status", |t| {
+        t.contains("invalid or revoked")
+    })
+    .await;
     let _ = client.close().await;
 }

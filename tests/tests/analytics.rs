@@ -169,7 +169,10 @@ async fn the_views_show_the_history_to_a_read_only_role() {
         .execute(&mut *tx)
         .await
         .err()
-        .and_then(|e| e.as_database_error().and_then(|d| d.code().map(|c| c.into_owned())));
+        .and_then(|e| {
+            e.as_database_error()
+                .and_then(|d| d.code().map(|c| c.into_owned()))
+        });
     assert_eq!(refused.as_deref(), Some("42501"), "the log is not for it");
 }
 
@@ -179,7 +182,9 @@ async fn the_views_keep_their_rows_comments_and_grants_through_rebuilds() {
     history(&app).await;
     let catalogue = view_catalogue(&app.pool).await;
     assert!(
-        catalogue.iter().any(|l| l.contains("granted SELECT to chorus_analytics")),
+        catalogue
+            .iter()
+            .any(|l| l.contains("granted SELECT to chorus_analytics")),
         "{catalogue:?}"
     );
     let before = view_rows(&app.pool).await;

@@ -156,8 +156,8 @@ fn get(samples: &Samples, key: &str) -> f64 {
 #[test]
 fn the_parser_refuses_what_is_not_prometheus_text() {
     for bad in [
-        "chorus_x 1",                                         // no TYPE
-        "# TYPE chorus_x counter\nchorus_x 1",                // no HELP
+        "chorus_x 1",                          // no TYPE
+        "# TYPE chorus_x counter\nchorus_x 1", // no HELP
         "# HELP chorus_x x\n# TYPE chorus_x counter\nchorus_x one",
         "# HELP chorus_x x\n# TYPE chorus_x counter\nchorus_x{a=\"1} 1",
         "# HELP chorus_x x\n# TYPE chorus_x counter\nchorus_x 1\nchorus_x 2",
@@ -166,9 +166,8 @@ fn the_parser_refuses_what_is_not_prometheus_text() {
         let refused = std::panic::catch_unwind(|| parse(bad)).is_err();
         assert!(refused, "accepted: {bad:?}");
     }
-    let good = parse(
-        "# HELP chorus_x x\n# TYPE chorus_x gauge\nchorus_x{b=\"2\",a=\"q\\\"\\\\\"} 1.5\n",
-    );
+    let good =
+        parse("# HELP chorus_x x\n# TYPE chorus_x gauge\nchorus_x{b=\"2\",a=\"q\\\"\\\\\"} 1.5\n");
     assert_eq!(good.get("chorus_x{a=\"q\"\\\",b=\"2\"}"), Some(&1.5));
 }
 
@@ -178,7 +177,13 @@ async fn metrics_parse_and_follow_the_log_subscribers_and_rebuilds() {
     let alice = app.account("alice", false).await;
     // Subscribers that had nothing to do store their checkpoint once idle
     // for a second; then every one of them shows, caught up.
-    let subscribers = ["actors", "activity_stats", "interpreter", "deliveries", "erasure"];
+    let subscribers = [
+        "actors",
+        "activity_stats",
+        "interpreter",
+        "deliveries",
+        "erasure",
+    ];
     let lag_of = |s: &str| format!("chorus_subscriber_lag_events{{subscriber=\"{s}\"}}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let before = loop {
@@ -186,13 +191,23 @@ async fn metrics_parse_and_follow_the_log_subscribers_and_rebuilds() {
         if subscribers.iter().all(|s| now.contains_key(&lag_of(s))) {
             break now;
         }
-        assert!(tokio::time::Instant::now() < deadline, "subscribers missing");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscribers missing"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     for subscriber in subscribers {
-        assert_eq!(get(&before, &lag_of(subscriber)), 0.0, "{subscriber} is caught up");
+        assert_eq!(
+            get(&before, &lag_of(subscriber)),
+            0.0,
+            "{subscriber} is caught up"
+        );
     }
-    assert_eq!(get(&before, "chorus_events_total{type=\"ActorRegistered\"}"), 1.0);
+    assert_eq!(
+        get(&before, "chorus_events_total{type=\"ActorRegistered\"}"),
+        1.0
+    );
     assert!(!before.contains_key("chorus_events_total{type=\"PostCreated\"}"));
     assert_eq!(get(&before, "chorus_metrics_database_up"), 1.0);
 
@@ -207,7 +222,10 @@ async fn metrics_parse_and_follow_the_log_subscribers_and_rebuilds() {
     }
     app.settle().await;
     let after = scrape(&app).await;
-    assert_eq!(get(&after, "chorus_events_total{type=\"PostCreated\"}"), 2.0);
+    assert_eq!(
+        get(&after, "chorus_events_total{type=\"PostCreated\"}"),
+        2.0
+    );
 
     // A subscriber behind the log shows its lag, in events and in seconds.
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
@@ -222,20 +240,38 @@ async fn metrics_parse_and_follow_the_log_subscribers_and_rebuilds() {
     #[allow(clippy::cast_precision_loss)]
     let all = events as f64;
     assert_eq!(
-        get(&behind, "chorus_subscriber_lag_events{subscriber=\"report_exporter\"}"),
+        get(
+            &behind,
+            "chorus_subscriber_lag_events{subscriber=\"report_exporter\"}"
+        ),
         all
     );
-    assert!(get(&behind, "chorus_subscriber_lag_seconds{subscriber=\"report_exporter\"}") > 0.0);
-    checkpoints::save(&app.pool, "report_exporter", last_committed(&app.pool).await)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        get(
+            &behind,
+            "chorus_subscriber_lag_seconds{subscriber=\"report_exporter\"}"
+        ) > 0.0
+    );
+    checkpoints::save(
+        &app.pool,
+        "report_exporter",
+        last_committed(&app.pool).await,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let caught_up = scrape(&app).await;
     assert_eq!(
-        get(&caught_up, "chorus_subscriber_lag_events{subscriber=\"report_exporter\"}"),
+        get(
+            &caught_up,
+            "chorus_subscriber_lag_events{subscriber=\"report_exporter\"}"
+        ),
         0.0
     );
     assert_eq!(
-        get(&caught_up, "chorus_subscriber_lag_seconds{subscriber=\"report_exporter\"}"),
+        get(
+            &caught_up,
+            "chorus_subscriber_lag_seconds{subscriber=\"report_exporter\"}"
+        ),
         0.0
     );
 
@@ -245,15 +281,30 @@ async fn metrics_parse_and_follow_the_log_subscribers_and_rebuilds() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let running = scrape(&app).await;
-    assert_eq!(get(&running, "chorus_rebuild_running{projection=\"posts\"}"), 1.0);
+    assert_eq!(
+        get(&running, "chorus_rebuild_running{projection=\"posts\"}"),
+        1.0
+    );
     let (progress, _) = watch::channel((0, 0));
     rebuilds::run(&app.store, started, progress)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let rebuilt = scrape(&app).await;
-    assert_eq!(get(&rebuilt, "chorus_rebuild_running{projection=\"posts\"}"), 0.0);
-    assert_eq!(get(&rebuilt, "chorus_rebuild_events_done{projection=\"posts\"}"), 2.0);
-    assert_eq!(get(&rebuilt, "chorus_rebuild_events_total{projection=\"posts\"}"), 2.0);
+    assert_eq!(
+        get(&rebuilt, "chorus_rebuild_running{projection=\"posts\"}"),
+        0.0
+    );
+    assert_eq!(
+        get(&rebuilt, "chorus_rebuild_events_done{projection=\"posts\"}"),
+        2.0
+    );
+    assert_eq!(
+        get(
+            &rebuilt,
+            "chorus_rebuild_events_total{projection=\"posts\"}"
+        ),
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -286,12 +337,27 @@ async fn metrics_count_inbox_verdicts_and_deliveries_by_host_class() {
     let delivered = "chorus_delivery_attempts_total{class=\"healthy\",outcome=\"delivered\"}";
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while get(&scrape(&app).await, delivered) < 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "no delivery counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery counted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let accepted = scrape(&app).await;
-    assert_eq!(get(&accepted, "chorus_delivery_queue_pending{class=\"healthy\"}"), 0.0);
-    assert_eq!(get(&accepted, "chorus_delivery_queue_pending{class=\"failing\"}"), 0.0);
+    assert_eq!(
+        get(
+            &accepted,
+            "chorus_delivery_queue_pending{class=\"healthy\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        get(
+            &accepted,
+            "chorus_delivery_queue_pending{class=\"failing\"}"
+        ),
+        0.0
+    );
 
     // The host fails a post: the attempt is counted as one to retry, and
     // the job waits in the queue of a failing host.
@@ -311,12 +377,21 @@ async fn metrics_count_inbox_verdicts_and_deliveries_by_host_class() {
             && get(&now, "chorus_delivery_queue_pending{class=\"failing\"}") >= 1.0
         {
             assert_eq!(get(&now, retry), 1.0);
-            assert_eq!(get(&now, "chorus_delivery_queue_pending{class=\"failing\"}"), 1.0);
-            assert_eq!(get(&now, "chorus_delivery_queue_pending{class=\"healthy\"}"), 0.0);
+            assert_eq!(
+                get(&now, "chorus_delivery_queue_pending{class=\"failing\"}"),
+                1.0
+            );
+            assert_eq!(
+                get(&now, "chorus_delivery_queue_pending{class=\"healthy\"}"),
+                0.0
+            );
             assert_eq!(get(&now, delivered), get(&accepted, delivered));
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no failed attempt counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed attempt counted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -23,7 +23,10 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// The dashboard's routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/admin", get(|| async { serve("text/html; charset=utf-8", INDEX) }))
+        .route(
+            "/admin",
+            get(|| async { serve("text/html; charset=utf-8", INDEX) }),
+        )
         .route(
             "/admin/admin.js",
             get(|| async { serve("text/javascript; charset=utf-8", SCRIPT) }),

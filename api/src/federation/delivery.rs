@@ -52,18 +52,15 @@ impl Delivery {
             wake.clone(),
         )
         .await?;
-        let senders = federation
-            .settings
-            .delivery_in_process
-            .then(|| {
-                Senders::start_counting(
-                    store,
-                    federation.fetcher.clone(),
-                    wake,
-                    options,
-                    federation.delivery_outcomes.clone(),
-                )
-            });
+        let senders = federation.settings.delivery_in_process.then(|| {
+            Senders::start_counting(
+                store,
+                federation.fetcher.clone(),
+                wake,
+                options,
+                federation.delivery_outcomes.clone(),
+            )
+        });
         Ok(Self { planner, senders })
     }
 }

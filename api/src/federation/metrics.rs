@@ -145,7 +145,13 @@ impl InboxMetrics {
 pub const LAG_CAP: i64 = 10_000;
 
 /// A metric family: its help, type and samples (labels, value).
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Vec<(&str, &str)>, f64)]) {
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &[(Vec<(&str, &str)>, f64)],
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, value) in samples {
         let labels = labels
@@ -266,7 +272,10 @@ pub async fn render_state(pool: &PgPool) -> Result<String, sqlx::Error> {
         .iter()
         .map(|r| {
             let running = r.state == chorus_projections::rebuild::RebuildState::Running;
-            (vec![("projection", r.projection.as_str())], if running { 1.0 } else { 0.0 })
+            (
+                vec![("projection", r.projection.as_str())],
+                if running { 1.0 } else { 0.0 },
+            )
         })
         .collect();
     family(
@@ -278,7 +287,12 @@ pub async fn render_state(pool: &PgPool) -> Result<String, sqlx::Error> {
     );
     let done: Vec<_> = rebuilds
         .iter()
-        .map(|r| (vec![("projection", r.projection.as_str())], number(r.events_done)))
+        .map(|r| {
+            (
+                vec![("projection", r.projection.as_str())],
+                number(r.events_done),
+            )
+        })
         .collect();
     family(
         &mut out,

@@ -884,6 +884,7 @@ mod tests {
             body: "{}".to_owned(),
             trusted,
             signature: None,
+            class: "healthy".to_owned(),
         }
     }
 
