@@ -35,7 +35,8 @@ const TYPES: [&str; 5] = ["Create", "Like", "Announce", "Follow", "Delete"];
 /// Received activity number `n`, as the inbox appends it.
 fn received(n: usize) -> anyhow::Result<(chorus_domain::StreamId, NewEvent)> {
     let host = format!("host{}.example", n % HOSTS);
-    let kind = TYPES[n % TYPES.len()];
+    // Every host sends every type.
+    let kind = TYPES[(n / HOSTS) % TYPES.len()];
     let activity_id = format!("https://{host}/activities/{n}");
     let actor = format!("https://{host}/users/u{}", n % 97);
     let raw = serde_json::json!({
