@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphiql).post(graphql_request))
         .merge(crate::activitypub::routes())
         .merge(crate::federation::routes())
+        .merge(crate::admin::routes())
         .with_state(state)
 }
 

@@ -2,6 +2,7 @@
 //! the `chorus` binary.
 
 pub mod activitypub;
+pub mod admin;
 pub mod app;
 pub mod commands;
 pub mod config;

@@ -171,3 +171,85 @@ impl Progress {
         *self.0.borrow()
     }
 }
+
+/// How far a subscriber is behind the readable end of the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Lag {
+    /// Readable events after its position, counted up to the cap asked for
+    /// (a figure equal to the cap means "at least").
+    pub events: i64,
+    /// How long the first of them has waited; 0 when caught up.
+    pub seconds: f64,
+}
+
+/// The events after a position, up to a cap, in log order: a walk of the
+/// log's primary key from the position, never beyond the cap.
+const BEHIND: &str = "
+    SELECT recorded_at FROM events
+    WHERE (transaction_id, seq) > (%MAJOR%, %MINOR%)
+      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+    ORDER BY transaction_id, seq
+    LIMIT %CAP%";
+
+fn behind(major: &str, minor: &str, cap: &str) -> String {
+    BEHIND
+        .replace("%MAJOR%", major)
+        .replace("%MINOR%", minor)
+        .replace("%CAP%", cap)
+}
+
+/// How far `position` is behind the readable end of the log, counting at
+/// most `cap` events (the cost is one index walk of at most that many).
+pub async fn lag<'e>(
+    executor: impl PgExecutor<'e>,
+    position: Position,
+    cap: i64,
+) -> Result<Lag, sqlx::Error> {
+    let (major, minor) = to_db(position);
+    let (events, seconds): (i64, Option<f64>) = sqlx::query_as(&format!(
+        "SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8
+         FROM ({}) behind",
+        behind("$1", "$2", "$3")
+    ))
+    .bind(major)
+    .bind(minor)
+    .bind(cap)
+    .fetch_one(executor)
+    .await?;
+    Ok(Lag {
+        events,
+        seconds: seconds.unwrap_or(0.0).max(0.0),
+    })
+}
+
+/// Every subscriber with a checkpoint, its position and its lag (counted up
+/// to `cap` events each), in one statement.
+pub async fn lags<'e>(
+    executor: impl PgExecutor<'e>,
+    cap: i64,
+) -> Result<Vec<(String, Position, Lag)>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64, i64, Option<f64>)> = sqlx::query_as(&format!(
+        "SELECT c.subscriber, c.position_major, c.position_minor, l.events, l.seconds
+         FROM subscriber_checkpoints c
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS events,
+                    extract(epoch FROM now() - min(recorded_at))::float8 AS seconds
+             FROM ({}) behind
+         ) l
+         ORDER BY c.subscriber",
+        behind("c.position_major", "c.position_minor", "$1")
+    ))
+    .bind(cap)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, major, minor, events, seconds)| {
+            let lag = Lag {
+                events,
+                seconds: seconds.unwrap_or(0.0).max(0.0),
+            };
+            (name, from_db(major, minor), lag)
+        })
+        .collect())
+}

@@ -9,6 +9,7 @@
 //! [`Projections`] runs all of them and lets a writer wait until they have
 //! caught up with its append (read-your-writes).
 
+pub mod activity_stats;
 pub mod actors;
 pub mod blocks;
 pub mod bulk;
@@ -49,6 +50,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(instances::Instances),
         Arc::new(received::Received),
         Arc::new(servers::Servers),
+        Arc::new(activity_stats::ActivityStats),
     ]
 }
 

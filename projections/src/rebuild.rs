@@ -874,7 +874,8 @@ struct DependentView {
     definition: String,
     options: Option<Vec<String>>,
     comment: Option<String>,
-    /// `COMMENT ON COLUMN` statements giving its columns' comments again.
+    /// `COMMENT ON COLUMN` statements giving its columns' comments again
+    /// (analytics consumers read them as documentation).
     column_comments: Vec<String>,
 }
 

@@ -507,7 +507,8 @@ async fn the_read_models_follow_a_realistic_scenario() {
             "notifications",
             "instances",
             "received",
-            "servers"
+            "servers",
+            "activity_stats"
         ]
     );
     assert!(positions.iter().all(|(_, p)| *p >= w.last), "{positions:?}");

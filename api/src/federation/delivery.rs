@@ -52,10 +52,15 @@ impl Delivery {
             wake.clone(),
         )
         .await?;
-        let senders = federation
-            .settings
-            .delivery_in_process
-            .then(|| Senders::start(store, federation.fetcher.clone(), wake, options));
+        let senders = federation.settings.delivery_in_process.then(|| {
+            Senders::start_counting(
+                store,
+                federation.fetcher.clone(),
+                wake,
+                options,
+                federation.delivery_outcomes.clone(),
+            )
+        });
         Ok(Self { planner, senders })
     }
 }

@@ -185,11 +185,13 @@ struct Worker {
 }
 
 /// How the events interpreted from `event` are stamped: caused by it, ids
-/// derived from it, the activity's actor as actor.
+/// derived from it, the activity's actor as actor, and the host it came
+/// from as theirs (what analytics count them by).
 fn stamp(event: &RecordedEvent, received: &ActivityReceived) -> Stamp {
     Stamp {
         metadata: Metadata {
             actor: Some(received.actor.clone()),
+            remote_host: event.metadata.remote_host.clone(),
             ..Metadata::caused_by(event)
         },
         cause: Some(event.id),

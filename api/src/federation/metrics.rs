@@ -1,8 +1,19 @@
-//! Counters of what the inbox did, served at `GET /metrics` in the
-//! Prometheus text format.
+//! `GET /metrics`, in the Prometheus text format: counters of what the
+//! inbox did and of delivery attempts (this process's), and what the
+//! database says of the log, its subscribers, the delivery queue and
+//! rebuilds ([`render_state`]).
+//!
+//! A scrape stays cheap however long the log: events by type come from the
+//! `activity_stats` projection's totals, lags are counted up to
+//! [`LAG_CAP`] events each, the queue is counted over its pending jobs
+//! only, and rebuilds are read from their latest rows.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use chorus_postgres::checkpoints;
+use chorus_workers::delivery::{HostClass, Outcome, Outcomes, admin};
+use sqlx::PgPool;
 
 /// Why the inbox refused a request: one counter each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +137,187 @@ impl InboxMetrics {
         );
         out
     }
+}
+
+/// Subscribers' lags are counted up to this many events each (a figure
+/// equal to it means "at least"): a scrape walks at most that much of the
+/// log per subscriber.
+pub const LAG_CAP: i64 = 10_000;
+
+/// A metric family: its help, type and samples (labels, value).
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &[(Vec<(&str, &str)>, f64)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// A label value as the text format writes it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Counts as sample values (exact up to 2^53).
+#[allow(clippy::cast_precision_loss)]
+fn number(n: impl TryInto<i64>) -> f64 {
+    n.try_into().unwrap_or(i64::MAX) as f64
+}
+
+/// This process's delivery attempts by host class and outcome.
+pub fn render_outcomes(outcomes: &Outcomes) -> String {
+    let mut samples = Vec::new();
+    for class in HostClass::ALL {
+        for outcome in Outcome::ALL {
+            samples.push((
+                vec![("class", class.label()), ("outcome", outcome.label())],
+                number(outcomes.get(class, outcome)),
+            ));
+        }
+    }
+    let mut out = String::new();
+    family(
+        &mut out,
+        "chorus_delivery_attempts_total",
+        "counter",
+        "Delivery attempts made by this process, by class of host and outcome.",
+        &samples,
+    );
+    out
+}
+
+/// What the database says: events in the log by type, each subscriber's
+/// lag, the delivery queue by host class, and rebuilds.
+pub async fn render_state(pool: &PgPool) -> Result<String, sqlx::Error> {
+    let mut out = String::new();
+
+    let totals: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_type, events FROM activity_stats_totals ORDER BY event_type")
+            .fetch_all(pool)
+            .await?;
+    let samples: Vec<_> = totals
+        .iter()
+        .map(|(t, n)| (vec![("type", t.as_str())], number(*n)))
+        .collect();
+    family(
+        &mut out,
+        "chorus_events_total",
+        "counter",
+        "Events in the log, by type (as far as the activity_stats projection has counted).",
+        &samples,
+    );
+
+    let lags = checkpoints::lags(pool, LAG_CAP).await?;
+    let events: Vec<_> = lags
+        .iter()
+        .map(|(name, _, lag)| (vec![("subscriber", name.as_str())], number(lag.events)))
+        .collect();
+    family(
+        &mut out,
+        "chorus_subscriber_lag_events",
+        "gauge",
+        "Readable events after the subscriber's checkpoint (counted up to 10000).",
+        &events,
+    );
+    let seconds: Vec<_> = lags
+        .iter()
+        .map(|(name, _, lag)| (vec![("subscriber", name.as_str())], lag.seconds))
+        .collect();
+    family(
+        &mut out,
+        "chorus_subscriber_lag_seconds",
+        "gauge",
+        "How long the first event after the subscriber's checkpoint has waited; 0 when caught up.",
+        &seconds,
+    );
+
+    let pending = admin::pending_by_class(pool).await?;
+    let samples: Vec<_> = HostClass::ALL
+        .iter()
+        .map(|class| {
+            let n = pending
+                .iter()
+                .find(|(c, _)| c == class.label())
+                .map_or(0, |(_, n)| *n);
+            (vec![("class", class.label())], number(n))
+        })
+        .collect();
+    family(
+        &mut out,
+        "chorus_delivery_queue_pending",
+        "gauge",
+        "Delivery jobs waiting for their first or next attempt, by class of host.",
+        &samples,
+    );
+
+    let rebuilds = chorus_projections::rebuild::latest(pool).await?;
+    let running: Vec<_> = rebuilds
+        .iter()
+        .map(|r| {
+            let running = r.state == chorus_projections::rebuild::RebuildState::Running;
+            (
+                vec![("projection", r.projection.as_str())],
+                if running { 1.0 } else { 0.0 },
+            )
+        })
+        .collect();
+    family(
+        &mut out,
+        "chorus_rebuild_running",
+        "gauge",
+        "1 while the projection is being rebuilt.",
+        &running,
+    );
+    let done: Vec<_> = rebuilds
+        .iter()
+        .map(|r| {
+            (
+                vec![("projection", r.projection.as_str())],
+                number(r.events_done),
+            )
+        })
+        .collect();
+    family(
+        &mut out,
+        "chorus_rebuild_events_done",
+        "gauge",
+        "Events applied by the projection's latest rebuild.",
+        &done,
+    );
+    let total: Vec<_> = rebuilds
+        .iter()
+        .map(|r| {
+            (
+                vec![("projection", r.projection.as_str())],
+                number(r.events_total.max(r.events_done)),
+            )
+        })
+        .collect();
+    family(
+        &mut out,
+        "chorus_rebuild_events_total",
+        "gauge",
+        "Events the projection's latest rebuild has to apply.",
+        &total,
+    );
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub struct Federation {
     pub fetcher: Fetcher,
     pub keys: KeyResolver,
     pub metrics: InboxMetrics,
+    /// What became of this process's delivery attempts, by host class.
+    pub delivery_outcomes: Arc<chorus_workers::delivery::Outcomes>,
     pub limits: RateLimits,
     pub instance: Arc<InstanceActor>,
     /// Appends received activities, many requests to a statement and a
@@ -81,6 +83,7 @@ impl Federation {
             keys: KeyResolver::new(pool, store, fetcher.clone()),
             fetcher,
             metrics: InboxMetrics::default(),
+            delivery_outcomes: Arc::default(),
             limits: RateLimits::new(settings),
             instance,
             blocked: BlockedDomains::default(),
@@ -172,13 +175,30 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics_text))
 }
 
-/// `GET /metrics`: the inbox counters, in the Prometheus text format.
+/// `GET /metrics`: the inbox and delivery counters and what the database
+/// says, in the Prometheus text format. Should the database fail, the
+/// counters are still served, with `chorus_metrics_database_up 0`.
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let body = state
+    let mut body = state
         .federation
         .as_ref()
-        .map(|f| f.metrics.render())
+        .map(|f| f.metrics.render() + &metrics::render_outcomes(&f.delivery_outcomes))
         .unwrap_or_default();
+    let up = match metrics::render_state(&state.pool).await {
+        Ok(text) => {
+            body.push_str(&text);
+            1
+        }
+        Err(error) => {
+            tracing::error!(%error, "metrics: the database could not be read");
+            0
+        }
+    };
+    body.push_str(&format!(
+        "# HELP chorus_metrics_database_up Whether this scrape could read the database.\n\
+         # TYPE chorus_metrics_database_up gauge\n\
+         chorus_metrics_database_up {up}\n"
+    ));
     (
         [(
             header::CONTENT_TYPE,

@@ -49,24 +49,8 @@ pub async fn statuses(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Erro
 /// How many readable events follow `position` (up to [`LAG_CAP`]), and
 /// how old the first of them is.
 pub async fn lag(pool: &PgPool, position: Position) -> Result<(i64, f64), sqlx::Error> {
-    let major = i64::try_from(position.major()).unwrap_or(i64::MAX);
-    let minor = i64::try_from(position.minor()).unwrap_or(i64::MAX);
-    let (events, seconds): (i64, Option<f64>) = sqlx::query_as(
-        "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin),
-              behind AS (
-                  SELECT recorded_at FROM events, horizon
-                  WHERE (transaction_id, seq) > ($1, $2) AND transaction_id < horizon.xmin
-                  ORDER BY transaction_id, seq
-                  LIMIT $3
-              )
-         SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8 FROM behind",
-    )
-    .bind(major)
-    .bind(minor)
-    .bind(LAG_CAP)
-    .fetch_one(pool)
-    .await?;
-    Ok((events, seconds.unwrap_or(0.0).max(0.0)))
+    let lag = checkpoints::lag(pool, position, LAG_CAP).await?;
+    Ok((lag.events, lag.seconds))
 }
 
 /// Rebuilds claimed and recorded, about to run.

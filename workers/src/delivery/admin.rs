@@ -109,6 +109,22 @@ pub async fn summary(pool: &PgPool) -> Result<QueueSummary, sqlx::Error> {
     .await
 }
 
+/// Pending jobs by the class of their host (see [`HostClass`]): the cost
+/// is a walk of the pending jobs' index, not of the delivered ones.
+///
+/// [`HostClass`]: super::HostClass
+pub async fn pending_by_class(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {class} AS class, count(*)
+         FROM delivery_jobs j LEFT JOIN delivery_hosts h ON h.host = j.host
+         WHERE j.state = 'pending'
+         GROUP BY 1",
+        class = super::HostClass::SQL
+    ))
+    .fetch_all(pool)
+    .await
+}
+
 /// Jobs matching `filter`, most recently changed first.
 pub async fn jobs(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobStatus>, sqlx::Error> {
     sqlx::query_as(

@@ -4,9 +4,11 @@
 //! queue.
 
 pub mod admin;
+pub mod outcomes;
 pub mod plan;
 pub mod policy;
 pub mod send;
 
+pub use outcomes::{HostClass, Outcome, Outcomes};
 pub use plan::{Planner, REPROCESS, ReadModels};
 pub use send::{SenderOptions, Senders};

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use super::outcomes::{HostClass, Outcome, Outcomes};
 use super::policy::{self, Attempt, Next, RetryPolicy};
 use crate::fetch::{FetchError, Fetcher, RequestSigner, sign_cavage_request};
 
@@ -65,6 +66,8 @@ struct Job {
     body: String,
     trusted: bool,
     signature: Option<String>,
+    /// The host's class when the job was claimed.
+    class: String,
 }
 
 /// The delivery workers of this process.
@@ -83,6 +86,8 @@ struct Inner {
     delivered: mpsc::UnboundedSender<Success>,
     /// Parsed signing keys of local actors, by actor id.
     keys: Mutex<HashMap<String, Arc<(String, PrivateKey)>>>,
+    /// What became of the attempts, by host class.
+    outcomes: Arc<Outcomes>,
 }
 
 impl Senders {
@@ -93,6 +98,17 @@ impl Senders {
         fetcher: Fetcher,
         wake: Arc<Notify>,
         options: SenderOptions,
+    ) -> Self {
+        Self::start_counting(store, fetcher, wake, options, Arc::default())
+    }
+
+    /// The same, counting what becomes of each attempt in `outcomes`.
+    pub fn start_counting(
+        store: PgEventStore,
+        fetcher: Fetcher,
+        wake: Arc<Notify>,
+        options: SenderOptions,
+        outcomes: Arc<Outcomes>,
     ) -> Self {
         let (delivered, successes) = mpsc::unbounded_channel();
         let pool = store.pool().clone();
@@ -105,6 +121,7 @@ impl Senders {
                 options,
                 delivered,
                 keys: Mutex::default(),
+                outcomes,
             }),
         };
         tokio::spawn(senders.clone().run(wake));
@@ -254,7 +271,7 @@ impl Senders {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
-        let jobs = sqlx::query_as::<_, Job>(
+        let jobs = sqlx::query_as::<_, Job>(&format!(
             "WITH RECURSIVE pending_hosts (host) AS (
                  -- Every host with a pending job, one index probe each.
                  (SELECT host FROM delivery_jobs WHERE state = 'pending' ORDER BY host LIMIT 1)
@@ -310,8 +327,11 @@ impl Senders {
              WHERE j.job_id = locked.job_id AND a.event_id = j.event_id
              RETURNING j.job_id, j.event_id, j.inbox, j.host, j.personal, j.attempts,
                        j.created_at, a.actor, a.body, locked.trusted,
-                       (SELECT signature FROM delivery_hosts h WHERE h.host = j.host)",
-        )
+                       (SELECT signature FROM delivery_hosts h WHERE h.host = j.host),
+                       coalesce((SELECT {class} FROM delivery_hosts h WHERE h.host = j.host),
+                                'healthy') AS class",
+            class = HostClass::SQL
+        ))
         .bind(&hosts)
         .bind(&counts)
         .bind(i32::try_from(options.per_host).unwrap_or(i32::MAX / 2))
@@ -332,6 +352,9 @@ impl Senders {
             Err(error) => (Attempt::Impossible, Scheme::Cavage, Some(error)),
         };
         if attempt == Attempt::Delivered {
+            self.inner
+                .outcomes
+                .count(HostClass::parse(&job.class), Outcome::Delivered);
             // Most outcomes: recorded with others, in one statement. Until
             // then the job stays leased, so nobody sends it again.
             let success = Success {
@@ -470,11 +493,14 @@ impl Senders {
             Attempt::Refused { status, .. } => Some(i32::from(*status)),
             _ => None,
         };
-        let (state, delay) = match next {
-            Next::Done => ("delivered", None),
-            Next::Retry(delay) => ("pending", Some(delay.as_secs_f64())),
-            Next::GiveUp => ("dead", None),
+        let (state, delay, outcome) = match next {
+            Next::Done => ("delivered", None, Outcome::Delivered),
+            Next::Retry(delay) => ("pending", Some(delay.as_secs_f64()), Outcome::Retry),
+            Next::GiveUp => ("dead", None, Outcome::Dead),
         };
+        self.inner
+            .outcomes
+            .count(HostClass::parse(&job.class), outcome);
         let pool = &self.inner.pool;
         sqlx::query(
             "UPDATE delivery_jobs
@@ -858,6 +884,7 @@ mod tests {
             body: "{}".to_owned(),
             trusted,
             signature: None,
+            class: "healthy".to_owned(),
         }
     }
 
