@@ -9,7 +9,9 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo,
 };
-use async_graphql::{Context, InputObject, Json, Object, ServerResult, Subscription, Value};
+use async_graphql::{
+    Context, InputObject, Json, Object, PathSegment, ServerResult, Subscription, Value,
+};
 use chorus_domain::{Position, RecordedEvent};
 use chorus_postgres::{Narrowed, PgEventStore};
 use chrono::{DateTime, Utc};
@@ -51,13 +53,19 @@ impl Extension for AnalyticsScope {
         if root
             && !info.is_for_introspection
             && !info.name.starts_with("__")
-            && !(info.parent_type == "QueryRoot" && LOG_FIELDS.contains(&info.name))
+            && !(matches!(info.parent_type, "QueryRoot" | "SubscriptionRoot")
+                && LOG_FIELDS.contains(&info.name))
             && ctx.data_opt::<Analytics>().is_some()
         {
-            return Err(
-                error("FORBIDDEN", "analytics tokens may only read the event log")
-                    .into_server_error(info.field.name.pos),
-            );
+            let mut refused = error("FORBIDDEN", "analytics tokens may only read the event log")
+                .into_server_error(info.field.name.pos);
+            refused.path = info
+                .path_node
+                .to_string_vec()
+                .into_iter()
+                .map(PathSegment::Field)
+                .collect();
+            return Err(refused);
         }
         next.run(ctx, info).await
     }
