@@ -3,9 +3,11 @@
 
 pub mod app;
 pub mod bench;
+pub mod busy_log;
 pub mod contract;
 pub mod history;
 pub mod outbound;
 pub mod pg;
 pub mod remote;
 pub mod sink;
+pub mod ws;

@@ -10,10 +10,8 @@ use chorus_postgres::{Narrowed, PgEventStore};
 use chorus_tests::app::{Account, TestApp, spawn_app};
 use chorus_tests::history::{admin, post, some_history};
 use chorus_tests::remote::{KeyStyle, RemoteServer, deliver};
-use futures::{SinkExt as _, StreamExt as _};
+use chorus_tests::ws::{Socket, receive, send};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 const EVENTS: &str = "query($after: String, $before: String, $first: Int, $last: Int, $filter: EventFilter) {
   events(after: $after, before: $before, first: $first, last: $last, filter: $filter) {
@@ -677,80 +675,12 @@ async fn read_lines(response: &mut reqwest::Response, buffer: &mut String, n: us
     lines(buffer)
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A `graphql-transport-ws` connection to `/graphql/ws`, initialised with
-/// `payload`; `None` when the server closes it instead of acknowledging.
-async fn connect(app: &TestApp, payload: Value) -> Option<Socket> {
-    let url = format!("{}/graphql/ws", app.base_url.replacen("http", "ws", 1));
-    let mut request = url.into_client_request().unwrap_or_else(|e| panic!("{e}"));
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws"
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    let (mut socket, response) = tokio_tungstenite::connect_async(request)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect: {e}"));
-    assert_eq!(
-        response
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok()),
-        Some("graphql-transport-ws")
-    );
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": payload }),
-    )
-    .await;
-    match receive(&mut socket).await {
-        Some(ack) if ack["type"] == json!("connection_ack") => Some(socket),
-        Some(other) => panic!("expected connection_ack, got {other}"),
-        None => None,
-    }
-}
-
-async fn send(socket: &mut Socket, message: Value) {
-    socket
-        .send(Message::text(message.to_string()))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// The next message (pings answered), or `None` when the server closed.
-async fn receive(socket: &mut Socket) -> Option<Value> {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .unwrap_or_else(|_| panic!("no message within 10 s"))?;
-        match message {
-            Ok(Message::Text(text)) => {
-                let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-                if value["type"] == json!("ping") {
-                    send(socket, json!({ "type": "pong" })).await;
-                    continue;
-                }
-                return Some(value);
-            }
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
-}
-
 const SUBSCRIBE: &str = "subscription($after: String, $filter: EventFilter) {
   events(after: $after, filter: $filter) { position type stream data metadata }
 }";
 
 async fn subscribe(socket: &mut Socket, id: &str, variables: Value) {
-    send(
-        socket,
-        json!({ "id": id, "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": variables } }),
-    )
-    .await;
+    chorus_tests::ws::subscribe(socket, id, SUBSCRIBE, variables).await;
 }
 
 /// The next event of subscription `id`.
@@ -774,7 +704,7 @@ async fn the_subscription_catches_up_then_streams_live_events() {
         .collect();
     assert!(created.len() >= 3);
 
-    let mut socket = connect(&app, json!({ "token": token }))
+    let mut socket = chorus_tests::ws::connect(&app.base_url, json!({ "token": token }))
         .await
         .unwrap_or_else(|| panic!("refused"));
     subscribe(
@@ -846,8 +776,8 @@ async fn the_subscription_takes_its_token_at_connection_init() {
     let query = json!({ "filter": { "types": ["ActorRegistered"] } });
 
     // An admin, with an Authorization entry.
-    let mut socket = connect(
-        &app,
+    let mut socket = chorus_tests::ws::connect(
+        &app.base_url,
         json!({ "Authorization": format!("Bearer {}", boss.token) }),
     )
     .await
@@ -863,7 +793,7 @@ async fn the_subscription_takes_its_token_at_connection_init() {
         (json!({ "token": alice.token }), "FORBIDDEN"),
         (json!({}), "UNAUTHENTICATED"),
     ] {
-        let mut socket = connect(&app, payload.clone())
+        let mut socket = chorus_tests::ws::connect(&app.base_url, payload.clone())
             .await
             .unwrap_or_else(|| panic!("refused"));
         subscribe(&mut socket, "1", query.clone()).await;
@@ -884,14 +814,14 @@ async fn the_subscription_takes_its_token_at_connection_init() {
 
     // A bad token: the connection is closed, not acknowledged.
     assert!(
-        connect(&app, json!({ "token": "chorus_not_a_token" }))
+        chorus_tests::ws::connect(&app.base_url, json!({ "token": "chorus_not_a_token" }))
             .await
             .is_none()
     );
 
     // A bad filter is refused as bad input.
     let token = analytics_token(&app).await;
-    let mut socket = connect(&app, json!({ "token": token }))
+    let mut socket = chorus_tests::ws::connect(&app.base_url, json!({ "token": token }))
         .await
         .unwrap_or_else(|| panic!("refused"));
     subscribe(&mut socket, "1", json!({ "after": "soon" })).await;
