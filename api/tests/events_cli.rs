@@ -1,8 +1,6 @@
 //! `chorus events export` and `chorus tokens create-analytics`, through the
 //! real binary against the database of a running Chorus.
 
-use std::process::{Command, Stdio};
-
 use chorus_domain::{Position, RecordedEvent};
 use chorus_postgres::{Narrowed, PgEventStore};
 use chorus_tests::app::{TestApp, spawn_app};
@@ -12,19 +10,8 @@ use serde_json::json;
 /// Runs `chorus ARGS…` against `app`'s database: whether it succeeded, and
 /// its stdout and stderr.
 fn chorus(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args(args)
-        .env("DATABASE_URL", &app.database_url)
-        .env_remove("CHORUS_CONFIG")
-        .env("CHORUS_BASE_URL", &app.base_url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run chorus: {e}"));
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let (code, out, err) = chorus_tests::cli::run(env!("CARGO_BIN_EXE_chorus"), app, args);
+    (code == Some(0), out, err)
 }
 
 fn export(app: &TestApp, args: &[&str]) -> (bool, String, String) {

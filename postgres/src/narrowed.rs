@@ -47,17 +47,54 @@ pub(crate) enum Direction {
     After,
     /// Strictly before the bound, newest first.
     Before,
+    /// Strictly after the bound, counted.
+    Count,
 }
 
 impl Narrowed {
-    /// The query reading up to `limit` events from `bound` in `direction`.
+    /// The query reading up to `limit` events from `bound` in `direction`
+    /// (after `prefix`: `EXPLAIN`, or nothing). Several types are read one
+    /// type each, merged: each part is then an ordered range of
+    /// `events_type_position`, where `event_type = ANY(…)` would read every
+    /// event of the types and sort them.
     pub(crate) fn query(
         &self,
+        prefix: &str,
         bound: Position,
         direction: Direction,
         limit: usize,
     ) -> QueryBuilder<'_, Postgres> {
-        let mut q = QueryBuilder::new(
+        let mut q = QueryBuilder::new(prefix);
+        match self.types.as_deref() {
+            Some(types) if types.len() > 1 => {
+                q.push("SELECT * FROM (");
+                for (i, one) in types.iter().enumerate() {
+                    q.push(if i == 0 { "(" } else { " UNION ALL (" });
+                    self.select(&mut q, Some(one), bound, direction, limit);
+                    q.push(")");
+                }
+                q.push(") AS merged");
+                order_and_limit(&mut q, direction, limit);
+            }
+            // No type given selects nothing (no type is empty).
+            one => {
+                let one = one.map(|types| types.first().map_or("", String::as_str));
+                self.select(&mut q, one, bound, direction, limit);
+            }
+        }
+        q
+    }
+
+    /// One ordered, limited read, of `one` type if given.
+    fn select<'a>(
+        &'a self,
+        q: &mut QueryBuilder<'a, Postgres>,
+        one: Option<&'a str>,
+        bound: Position,
+        direction: Direction,
+        limit: usize,
+    ) {
+        q.push(
             "SELECT transaction_id, seq, event_id, stream_id, stream_version, event_type, \
              schema_version, ",
         );
@@ -69,13 +106,11 @@ impl Narrowed {
                 .push("::text[])::text");
         }
         q.push(", metadata::text, recorded_at FROM public.events WHERE ");
-        self.conditions(&mut q, bound, direction);
-        q.push(match direction {
-            Direction::After => " ORDER BY transaction_id, seq LIMIT ",
-            Direction::Before => " ORDER BY transaction_id DESC, seq DESC LIMIT ",
-        });
-        q.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        q
+        self.conditions(q, bound, direction);
+        if let Some(one) = one {
+            q.push(" AND event_type = ").push_bind(one);
+        }
+        order_and_limit(q, direction, limit);
     }
 
     /// The `WHERE` conditions: below the visibility horizon, beyond `bound`
@@ -91,7 +126,7 @@ impl Narrowed {
              AND (transaction_id, seq) ",
         );
         q.push(match direction {
-            Direction::After => "> ",
+            Direction::After | Direction::Count => "> ",
             Direction::Before => "< ",
         });
         push_position(q, bound);
@@ -103,7 +138,9 @@ impl Narrowed {
             q.push(" AND (transaction_id, seq) <= ");
             push_position(q, until);
         }
-        if let Some(types) = &self.types {
+        // A read names its one type itself (see `select`); a count takes
+        // them all at once.
+        if let (Some(types), Direction::Count) = (&self.types, direction) {
             q.push(" AND event_type = ANY(").push_bind(types).push(")");
         }
         if !self.streams.is_empty() || !self.stream_prefixes.is_empty() {
@@ -168,6 +205,14 @@ impl Narrowed {
                 }
             }
     }
+}
+
+fn order_and_limit(q: &mut QueryBuilder<'_, Postgres>, direction: Direction, limit: usize) {
+    q.push(match direction {
+        Direction::After | Direction::Count => " ORDER BY transaction_id, seq LIMIT ",
+        Direction::Before => " ORDER BY transaction_id DESC, seq DESC LIMIT ",
+    });
+    q.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
 }
 
 fn push_position(q: &mut QueryBuilder<'_, Postgres>, position: Position) {

@@ -259,6 +259,28 @@ impl PgEventStore {
         read_narrowed(pool, read, before, Direction::Before, limit).await
     }
 
+    /// How Postgres runs a page of [`PgEventStore::read_after`] (or, with
+    /// `newest_first`, of [`PgEventStore::read_before`]), as
+    /// `EXPLAIN ANALYZE` prints it: to see which index serves a filter.
+    pub async fn explain(
+        pool: &PgPool,
+        bound: Position,
+        read: &Narrowed,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<String>, EventStoreError> {
+        let direction = if newest_first {
+            Direction::Before
+        } else {
+            Direction::After
+        };
+        read.query("EXPLAIN (ANALYZE, COSTS OFF) ", bound, direction, limit)
+            .build_query_scalar()
+            .fetch_all(pool)
+            .await
+            .map_err(backend)
+    }
+
     /// How many events [`PgEventStore::read_after`] would read after
     /// `after` (for progress bars).
     pub async fn count_after(
@@ -267,7 +289,7 @@ impl PgEventStore {
         read: &Narrowed,
     ) -> Result<u64, EventStoreError> {
         let mut query = sqlx::QueryBuilder::new("SELECT count(*) FROM public.events WHERE ");
-        read.conditions(&mut query, after, Direction::After);
+        read.conditions(&mut query, after, Direction::Count);
         let count: i64 = query
             .build_query_scalar()
             .fetch_one(pool)
@@ -617,7 +639,7 @@ async fn read_narrowed(
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, EventStoreError> {
     let rows: Vec<EventRow> = read
-        .query(bound, direction, limit)
+        .query("", bound, direction, limit)
         .build_query_as()
         .fetch_all(pool)
         .await

@@ -4,6 +4,9 @@
 //!   `chorus events export`, beside the same rows copied out by Postgres
 //!   (`COPY (SELECT …) TO STDOUT`, read through sqlx into a file): what the
 //!   database alone costs;
+//! - a page of 100 of each filter of the stream, from the start and from
+//!   the end of the log, with the plan Postgres ran (the whole plan with
+//!   `CHORUS_BENCH_EXPLAIN=1`);
 //! - how soon a live GraphQL subscription over WebSocket receives a new
 //!   event after its append starts (1,000 appends, one at a time), beside
 //!   how long the append itself takes.
@@ -47,6 +50,7 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     export_rate(&pool, seeded).await?;
+    filtered_pages(&pool, seeded).await?;
     live_latency(&pool).await
 }
 
@@ -95,6 +99,121 @@ async fn export_rate(pool: &PgPool, seeded: usize) -> anyhow::Result<()> {
         }
     );
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A page of each filter, both ways, and how Postgres read it.
+async fn filtered_pages(pool: &PgPool, seeded: usize) -> anyhow::Result<()> {
+    let stream: String = sqlx::query_scalar(
+        "SELECT stream_id FROM events WHERE stream_id LIKE 'relationship-%' LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await?;
+    let middle: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT recorded_at FROM events ORDER BY transaction_id, seq OFFSET $1 LIMIT 1",
+    )
+    .bind(i64::try_from(seeded / 2)?)
+    .fetch_one(pool)
+    .await?;
+    let types = |t: &[&str]| Some(t.iter().map(|t| (*t).to_owned()).collect());
+    let filters = [
+        (
+            "one type (Blocked)",
+            Narrowed {
+                types: types(&["Blocked"]),
+                ..Narrowed::default()
+            },
+        ),
+        (
+            "two types (Blocked, Unblocked)",
+            Narrowed {
+                types: types(&["Blocked", "Unblocked"]),
+                ..Narrowed::default()
+            },
+        ),
+        (
+            "stream prefix relationship-block-",
+            Narrowed {
+                stream_prefixes: vec!["relationship-block-".into()],
+                ..Narrowed::default()
+            },
+        ),
+        (
+            "one stream",
+            Narrowed {
+                streams: vec![stream],
+                ..Narrowed::default()
+            },
+        ),
+        (
+            "actor",
+            Narrowed {
+                actor: Some("https://host23.example/users/user323".into()),
+                ..Narrowed::default()
+            },
+        ),
+        (
+            "host",
+            Narrowed {
+                host: Some("host7.example".into()),
+                ..Narrowed::default()
+            },
+        ),
+        (
+            "one second of time",
+            Narrowed {
+                from: Some(middle),
+                to: Some(middle + chrono::Duration::seconds(1)),
+                ..Narrowed::default()
+            },
+        ),
+        (
+            "type and host",
+            Narrowed {
+                types: types(&["Favorited"]),
+                host: Some("host7.example".into()),
+                ..Narrowed::default()
+            },
+        ),
+    ];
+    let full = std::env::var_os("CHORUS_BENCH_EXPLAIN").is_some();
+    println!("  a page of 100 of each filter, from the start / from the end of the log:");
+    for (name, filter) in filters {
+        let mut line = format!("    {name}:");
+        for newest_first in [false, true] {
+            let bound = if newest_first {
+                Position::END
+            } else {
+                Position::START
+            };
+            let started = Instant::now();
+            let page = if newest_first {
+                PgEventStore::read_before(pool, bound, &filter, 100).await?
+            } else {
+                PgEventStore::read_after(pool, bound, &filter, 100).await?
+            };
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let plan = PgEventStore::explain(pool, bound, &filter, newest_first, 100).await?;
+            // The scans, without their timings: which index served it.
+            let indexes: Vec<&str> = plan
+                .iter()
+                .filter(|l| l.contains(" Scan "))
+                .map(|l| {
+                    let l = l.trim_start().trim_start_matches("->").trim();
+                    l.split(" (actual").next().unwrap_or(l)
+                })
+                .collect();
+            line.push_str(&format!(
+                " {:>3} in {ms:>7.2} ms ({})",
+                page.len(),
+                indexes.join(", ")
+            ));
+            if full {
+                println!("{}", plan.join("\n"));
+            }
+        }
+        println!("{line}");
+    }
     Ok(())
 }
 

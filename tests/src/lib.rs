@@ -4,6 +4,7 @@
 pub mod app;
 pub mod bench;
 pub mod busy_log;
+pub mod cli;
 pub mod contract;
 pub mod history;
 pub mod outbound;

@@ -87,22 +87,29 @@ pub async fn export<W: Write + Send + 'static>(
     progress: &indicatif::ProgressBar,
 ) -> Result<u64, ExportError> {
     let (after, narrowed) = plan(pool, range).await?;
-    progress.set_length(PgEventStore::count_after(pool, after, &narrowed).await?);
+    // Counting reads the whole range once more: only for a bar one sees.
+    if !progress.is_hidden() {
+        progress.set_length(PgEventStore::count_after(pool, after, &narrowed).await?);
+    }
 
     // The writer formats and writes on a thread of its own while the next
     // page is read.
     let (pages, mut to_write) = mpsc::channel::<Vec<RecordedEvent>>(2);
     let bar = progress.clone();
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-        let mut line = Vec::with_capacity(4096);
+        let mut out = out;
+        let mut lines = Vec::with_capacity(1 << 22);
         let mut written = 0u64;
         while let Some(page) = to_write.blocking_recv() {
             for event in &page {
-                line.clear();
-                ndjson_line(event, &mut line);
-                out.write_all(&line)?;
+                ndjson_line(event, &mut lines);
+                if lines.len() >= 1 << 20 {
+                    out.write_all(&lines)?;
+                    lines.clear();
+                }
             }
+            out.write_all(&lines)?;
+            lines.clear();
             written += page.len() as u64;
             bar.inc(page.len() as u64);
         }

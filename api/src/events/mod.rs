@@ -183,34 +183,24 @@ pub fn time(t: &DateTime<Utc>) -> String {
 /// Appends `event` to `out` as one line of NDJSON: the fields of the GraphQL
 /// `LogEvent`, the payload as stored (`data`).
 pub fn ndjson_line(event: &RecordedEvent, out: &mut Vec<u8>) {
+    use std::io::Write as _;
     // Only the stream and the type are strings that may need escaping; the
     // payload is JSON already, and the metadata serialises as it is stored.
-    let string = |out: &mut Vec<u8>, s: &str| {
-        // Writing JSON into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
-    };
-    out.extend_from_slice(b"{\"position\":\"");
-    out.extend_from_slice(event.position.to_string().as_bytes());
-    out.extend_from_slice(b"\",\"id\":\"");
-    out.extend_from_slice(
-        event
-            .id
-            .0
-            .hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .as_bytes(),
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "{{\"position\":\"{}\",\"id\":\"{}\",\"stream\":",
+        event.position, event.id.0
     );
-    out.extend_from_slice(b"\",\"stream\":");
-    string(out, event.stream_id.as_str());
-    out.extend_from_slice(b",\"streamVersion\":");
-    out.extend_from_slice(event.stream_version.to_string().as_bytes());
-    out.extend_from_slice(b",\"type\":");
-    string(out, &event.event_type);
-    out.extend_from_slice(b",\"schemaVersion\":");
-    out.extend_from_slice(event.schema_version.to_string().as_bytes());
-    out.extend_from_slice(b",\"recordedAt\":\"");
-    out.extend_from_slice(time(&event.recorded_at).as_bytes());
-    out.extend_from_slice(b"\",\"data\":");
+    let _ = serde_json::to_writer(&mut *out, event.stream_id.as_str());
+    let _ = write!(out, ",\"streamVersion\":{},\"type\":", event.stream_version);
+    let _ = serde_json::to_writer(&mut *out, &event.event_type);
+    let _ = write!(
+        out,
+        ",\"schemaVersion\":{},\"recordedAt\":\"{}\",\"data\":",
+        event.schema_version,
+        time(&event.recorded_at)
+    );
     out.extend_from_slice(event.payload.get().as_bytes());
     out.extend_from_slice(b",\"metadata\":");
     let _ = serde_json::to_writer(&mut *out, &event.metadata);
