@@ -121,22 +121,27 @@ impl Narrowed {
         bound: Position,
         direction: Direction,
     ) {
+        // The horizon is tested on each row read, not searched for: as an
+        // index condition of unknown value, the planner would read a third
+        // of the primary key as a bitmap beside the filter's own index
+        // (`+ 0` keeps it out of the index).
         q.push(
-            "transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint) \
-             AND (transaction_id, seq) ",
+            "transaction_id + 0 < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)",
         );
-        q.push(match direction {
-            Direction::After | Direction::Count => "> ",
-            Direction::Before => "< ",
-        });
-        push_position(q, bound);
+        match direction {
+            // From the start or the end of the log: no bound at all (an
+            // always-true range would still be read as a bitmap of the
+            // whole primary key, beside the filter's own index).
+            Direction::After | Direction::Count if bound == Position::START => {}
+            Direction::Before if bound == Position::END => {}
+            Direction::After | Direction::Count => push_beyond(q, ">", bound),
+            Direction::Before => push_beyond(q, "<", bound),
+        }
         if let Some(after) = self.after {
-            q.push(" AND (transaction_id, seq) > ");
-            push_position(q, after);
+            push_beyond(q, ">", after);
         }
         if let Some(until) = self.until {
-            q.push(" AND (transaction_id, seq) <= ");
-            push_position(q, until);
+            push_beyond(q, "<=", until);
         }
         // A read names its one type itself (see `select`); a count takes
         // them all at once.
@@ -215,9 +220,17 @@ fn order_and_limit(q: &mut QueryBuilder<'_, Postgres>, direction: Direction, lim
     q.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
 }
 
-fn push_position(q: &mut QueryBuilder<'_, Postgres>, position: Position) {
+/// ` AND (transaction_id, seq) {op} position`, with the range of
+/// `transaction_id` it implies spelt out: the planner estimates a plain
+/// column's range from its statistics, a row comparison's it cannot.
+fn push_beyond(q: &mut QueryBuilder<'_, Postgres>, op: &'static str, position: Position) {
     let (major, minor) = to_db(position);
-    q.push("(")
+    q.push(" AND transaction_id ")
+        .push(if op.starts_with('>') { ">= " } else { "<= " })
+        .push_bind(major)
+        .push(" AND (transaction_id, seq) ")
+        .push(op)
+        .push(" (")
         .push_bind(major)
         .push(", ")
         .push_bind(minor)
