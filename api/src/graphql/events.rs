@@ -50,13 +50,10 @@ impl Extension for AnalyticsScope {
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
         let root = info.path_node.parent.is_none();
-        if root
-            && !info.is_for_introspection
-            && !info.name.starts_with("__")
-            && !(matches!(info.parent_type, "QueryRoot" | "SubscriptionRoot")
-                && LOG_FIELDS.contains(&info.name))
-            && ctx.data_opt::<Analytics>().is_some()
-        {
+        let introspection = info.is_for_introspection || info.name.starts_with("__");
+        let the_log = matches!(info.parent_type, "QueryRoot" | "SubscriptionRoot")
+            && LOG_FIELDS.contains(&info.name);
+        if root && !introspection && !the_log && ctx.data_opt::<Analytics>().is_some() {
             let mut refused = error("FORBIDDEN", "analytics tokens may only read the event log")
                 .into_server_error(info.field.name.pos);
             refused.path = info
