@@ -248,6 +248,61 @@ pub async fn create_token(
     .await
 }
 
+/// `chorus tokens create-analytics`: a token that reads the event log and
+/// nothing else.
+pub async fn create_analytics_token(
+    settings: Settings,
+    label: Option<String>,
+) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let token = crate::tokens::create_analytics(&app.pool, label.as_deref()).await?;
+        println!("token id: {}", token.token_id);
+        println!("token:    {}", token.secret);
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus events export`: a range of the log as NDJSON, to `output` or
+/// stdout, with a progress bar on stderr (shown when it is a terminal).
+pub async fn export_events(
+    settings: Settings,
+    range: crate::events::export::Range,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} events  {per_sec}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let started = std::time::Instant::now();
+        let written = match &output {
+            Some(path) => {
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                crate::events::export::export(&app.pool, &range, file, &bar).await
+            }
+            None => crate::events::export::export(&app.pool, &range, std::io::stdout(), &bar).await,
+        };
+        bar.finish_and_clear();
+        let written = written?;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "exported {written} event(s) to {} in {secs:.1} s ({:.0} events/s)",
+            output
+                .as_ref()
+                .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string()),
+            written as f64 / secs.max(1e-9)
+        );
+        Ok(())
+    })
+    .await
+}
+
 /// `chorus tokens revoke`: revokes a token by id.
 pub async fn revoke_token(settings: Settings, token_id: Uuid) -> anyhow::Result<()> {
     with_app(&settings, |app| async move {

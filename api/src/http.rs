@@ -12,8 +12,8 @@ use chorus_projections::Projections;
 
 use crate::app::App;
 use crate::federation::Federation;
-use crate::graphql::{self, ChorusSchema, Viewer};
-use crate::tokens;
+use crate::graphql::{self, Analytics, ChorusSchema, Viewer};
+use crate::tokens::{self, Bearer};
 use axum::routing::get;
 use chorus_postgres::PgEventStore;
 use serde_json::json;
@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::activitypub::routes())
         .merge(crate::federation::routes())
         .merge(crate::admin::routes())
+        .merge(crate::events::ndjson::routes())
         .with_state(state)
 }
 
@@ -111,28 +112,52 @@ async fn graphql_request(
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> Response {
-    let bearer = headers
+    let mut request = request.into_inner();
+    request = match authenticate(&state.pool, &headers).await {
+        Ok(None) => request.data(Viewer(None)),
+        Ok(Some(Bearer::Account(owner))) => request.data(Viewer(Some(owner))),
+        // An analytics token acts as no one, and may only read the log.
+        Ok(Some(Bearer::Analytics { token_id })) => {
+            request.data(Viewer(None)).data(Analytics(token_id))
+        }
+        Err(StatusCode::UNAUTHORIZED) => {
+            return (StatusCode::UNAUTHORIZED, Json(json!({ "errors": [{ "message": "invalid or revoked token", "extensions": { "code": "UNAUTHENTICATED" } }] })))
+                .into_response();
+        }
+        Err(status) => {
+            return (status, Json(json!({ "errors": [{ "message": "internal error", "extensions": { "code": "INTERNAL" } }] })))
+                .into_response();
+        }
+    };
+    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+}
+
+/// The request's bearer token, if it has one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let viewer = match bearer {
-        None => None,
-        Some(secret) => match tokens::authenticate(&state.pool, secret).await {
-            Ok(Some(owner)) => Some(owner),
-            Ok(None) => {
-                return (StatusCode::UNAUTHORIZED, Json(json!({ "errors": [{ "message": "invalid or revoked token", "extensions": { "code": "UNAUTHENTICATED" } }] })))
-                    .into_response();
-            }
-            Err(error) => {
-                tracing::error!(%error, "token lookup failed");
-                return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "errors": [{ "message": "internal error", "extensions": { "code": "INTERNAL" } }] })))
-                    .into_response();
-            }
-        },
+        .map(str::trim)
+}
+
+/// What the request's bearer token is (`None` without one); 401 when it is
+/// not a live token, 503 when it could not be looked up.
+pub(crate) async fn authenticate(
+    pool: &PgPool,
+    headers: &HeaderMap,
+) -> Result<Option<Bearer>, StatusCode> {
+    let Some(secret) = bearer(headers) else {
+        return Ok(None);
     };
-    let request = request.into_inner().data(Viewer(viewer));
-    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+    match tokens::authenticate(pool, secret).await {
+        Ok(Some(bearer)) => Ok(Some(bearer)),
+        Ok(None) => Err(StatusCode::UNAUTHORIZED),
+        Err(error) => {
+            tracing::error!(%error, "token lookup failed");
+            Err(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
 }
 
 /// The process is up and serving.

@@ -7,6 +7,7 @@ pub mod app;
 pub mod commands;
 pub mod config;
 pub mod database;
+pub mod events;
 pub mod federation;
 pub mod graphql;
 pub mod history;

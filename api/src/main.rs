@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         action: ReprocessAction,
     },
+    /// Read the event log.
+    Events {
+        #[command(subcommand)]
+        action: EventAction,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
 }
@@ -283,8 +288,46 @@ enum TokenAction {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Issue an analytics token: it reads the event log (GraphQL `events`,
+    /// the subscription, `/events.ndjson`) and nothing else.
+    CreateAnalytics {
+        #[arg(long)]
+        label: Option<String>,
+    },
     /// Revoke a token by its id.
     Revoke { token_id: uuid::Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventAction {
+    /// Write a range of the log, one event a line, in log order.
+    Export {
+        /// The first event: a position (`<major>.<minor>`, included) or an
+        /// RFC 3339 time (recorded at or after). The start of the log when
+        /// left out.
+        #[arg(long)]
+        from: Option<chorus_api::events::Bound>,
+        /// The last event: a position (included) or an RFC 3339 time
+        /// (recorded before). The last event readable when the export
+        /// begins when left out.
+        #[arg(long)]
+        to: Option<chorus_api::events::Bound>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Ndjson)]
+        format: ExportFormat,
+        /// A file to write (created or replaced) instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Only events of this type (repeat for several).
+        #[arg(long = "type")]
+        types: Vec<String>,
+    },
+}
+
+/// How exported events are written.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// One JSON object a line.
+    Ndjson,
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +376,26 @@ fn main() -> ExitCode {
             Command::Tokens {
                 action: TokenAction::Create { handle, label },
             } => commands::create_token(settings, handle, label).await,
+            Command::Tokens {
+                action: TokenAction::CreateAnalytics { label },
+            } => commands::create_analytics_token(settings, label).await,
+            Command::Events {
+                action:
+                    EventAction::Export {
+                        from,
+                        to,
+                        format: ExportFormat::Ndjson,
+                        output,
+                        types,
+                    },
+            } => {
+                let range = chorus_api::events::export::Range {
+                    from,
+                    to,
+                    types: (!types.is_empty()).then_some(types),
+                };
+                commands::export_events(settings, range, output).await
+            }
             Command::Tokens {
                 action: TokenAction::Revoke { token_id },
             } => commands::revoke_token(settings, token_id).await,

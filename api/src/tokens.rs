@@ -24,7 +24,17 @@ impl std::fmt::Debug for NewToken {
     }
 }
 
-/// Who a valid token acts as.
+/// What a valid token is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bearer {
+    /// An account's token: it acts as the account.
+    Account(TokenOwner),
+    /// An analytics token: it belongs to no account and may only read the
+    /// event log.
+    Analytics { token_id: Uuid },
+}
+
+/// Who a valid account token acts as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenOwner {
     pub token_id: Uuid,
@@ -43,34 +53,57 @@ pub async fn create<'e>(
     actor_uri: &str,
     label: Option<&str>,
 ) -> Result<NewToken, sqlx::Error> {
+    insert(executor, Some((actor_id, actor_uri)), label).await
+}
+
+/// Issues an analytics token: it reads the event log and nothing else.
+pub async fn create_analytics<'e>(
+    executor: impl PgExecutor<'e>,
+    label: Option<&str>,
+) -> Result<NewToken, sqlx::Error> {
+    insert(executor, None, label).await
+}
+
+/// A token of `owner`'s account, or an analytics token without one.
+async fn insert<'e>(
+    executor: impl PgExecutor<'e>,
+    owner: Option<(Uuid, &str)>,
+    label: Option<&str>,
+) -> Result<NewToken, sqlx::Error> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
     let token_id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO api_tokens (token_id, token_hash, actor_id, actor_uri, label) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO api_tokens (token_id, token_hash, actor_id, actor_uri, label, scope)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(token_id)
     .bind(hash(&secret))
-    .bind(actor_id)
-    .bind(actor_uri)
+    .bind(owner.map(|(id, _)| id))
+    .bind(owner.map(|(_, uri)| uri))
     .bind(label)
+    .bind(if owner.is_some() {
+        "account"
+    } else {
+        "analytics"
+    })
     .execute(executor)
     .await?;
     Ok(NewToken { token_id, secret })
 }
 
-/// The owner of `secret`, if it is a live token.
+/// What `secret` is, if it is a live token.
 pub async fn authenticate<'e>(
     executor: impl PgExecutor<'e>,
     secret: &str,
-) -> Result<Option<TokenOwner>, sqlx::Error> {
+) -> Result<Option<Bearer>, sqlx::Error> {
     if !secret.starts_with(PREFIX) {
         return Ok(None);
     }
     // `last_used_at` is refreshed at most once a minute: writing it on every
     // request would make each read commit (and flush) a write.
-    let row: Option<(Uuid, Uuid, String)> = sqlx::query_as(
+    let row: Option<(Uuid, Option<Uuid>, Option<String>)> = sqlx::query_as(
         "WITH token AS (
              SELECT token_id, actor_id, actor_uri, last_used_at FROM api_tokens
              WHERE token_hash = $1 AND revoked_at IS NULL
@@ -84,11 +117,18 @@ pub async fn authenticate<'e>(
     .bind(hash(secret))
     .fetch_optional(executor)
     .await?;
-    Ok(row.map(|(token_id, actor_id, actor_uri)| TokenOwner {
-        token_id,
-        actor_id,
-        actor_uri,
-    }))
+    // The table's constraint gives an account token both, an analytics
+    // token neither.
+    Ok(row.map(
+        |(token_id, actor_id, actor_uri)| match (actor_id, actor_uri) {
+            (Some(actor_id), Some(actor_uri)) => Bearer::Account(TokenOwner {
+                token_id,
+                actor_id,
+                actor_uri,
+            }),
+            _ => Bearer::Analytics { token_id },
+        },
+    ))
 }
 
 /// Revokes a token; false if there was no live token with that id.

@@ -1,26 +1,13 @@
 //! `chorus accounts delete`, through the real binary against the database
 //! of a running Chorus, which then erases the account.
 
-use std::process::{Command, Stdio};
-
 use chorus_tests::app::{TestApp, spawn_app};
 use serde_json::json;
 
 fn chorus(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .arg("accounts")
-        .args(args)
-        .env("DATABASE_URL", &app.database_url)
-        .env_remove("CHORUS_CONFIG")
-        .env("CHORUS_BASE_URL", &app.base_url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run chorus: {e}"));
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let args = [&["accounts"], args].concat();
+    let (code, out, err) = chorus_tests::cli::run(env!("CARGO_BIN_EXE_chorus"), app, &args);
+    (code == Some(0), out, err)
 }
 
 #[tokio::test]

@@ -1,8 +1,6 @@
 //! `chorus deliveries …`, through the real binary against the database of
 //! a running Chorus whose deliveries fail and are then sent again.
 
-use std::process::{Command, Stdio};
-
 use chorus_tests::app::{TestApp, spawn_app};
 use chorus_tests::outbound::{deliveries, follow, remote_follower, trust_local};
 use chorus_tests::remote::RemoteServer;
@@ -10,20 +8,9 @@ use chorus_tests::sink::Sink;
 use serde_json::Value;
 
 fn chorus(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .arg("deliveries")
-        .args(args)
-        .env("DATABASE_URL", &app.database_url)
-        .env_remove("CHORUS_CONFIG")
-        .env("CHORUS_BASE_URL", &app.base_url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run chorus: {e}"));
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let args = [&["deliveries"], args].concat();
+    let (code, out, err) = chorus_tests::cli::run(env!("CARGO_BIN_EXE_chorus"), app, &args);
+    (code == Some(0), out, err)
 }
 
 fn ok(app: &TestApp, args: &[&str]) -> String {

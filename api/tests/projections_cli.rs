@@ -2,27 +2,12 @@
 //! a running Chorus: the rebuilt read models replace the live ones while
 //! the server serves.
 
-use std::process::{Command, Stdio};
-
 use chorus_tests::app::{TestApp, spawn_app};
 use chorus_tests::history::{read_models, some_history};
 
 /// Runs `chorus ARGS…` against `app`'s database; its exit code and output.
 fn run(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args(args)
-        .env("DATABASE_URL", &app.database_url)
-        .env_remove("CHORUS_CONFIG")
-        .env("CHORUS_BASE_URL", &app.base_url)
-        .env("CHORUS_ALLOW_PRIVATE_ADDRESSES", "true")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run chorus: {e}"));
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    chorus_tests::cli::run(env!("CARGO_BIN_EXE_chorus"), app, args)
 }
 
 fn chorus(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {

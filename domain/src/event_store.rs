@@ -137,6 +137,12 @@ impl Position {
     /// Before the first event: reading after it reads the whole log.
     pub const START: Position = Position { major: 0, minor: 0 };
 
+    /// After every event: reading before it reads the end of the log.
+    pub const END: Position = Position {
+        major: u64::MAX,
+        minor: u64::MAX,
+    };
+
     /// Builds a position from the two parts a store hands out.
     pub const fn new(major: u64, minor: u64) -> Self {
         Self { major, minor }

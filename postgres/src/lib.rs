@@ -6,8 +6,10 @@ pub mod checkpoints;
 pub mod cluster;
 pub mod group;
 pub mod migrate;
+pub mod narrowed;
 pub mod store;
 
 pub use cluster::{ClusterError, ClusterOptions, ClusterProfile, PrivateCluster};
 pub use group::{GroupAppender, GroupOptions};
-pub use store::{Narrowed, NewStream, PgEventStore, StoreOptions};
+pub use narrowed::Narrowed;
+pub use store::{NewStream, PgEventStore, StoreOptions};

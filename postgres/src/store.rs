@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::checkpoints::{from_db, to_db};
+use crate::narrowed::{Direction, Narrowed};
 
 /// The Postgres channel on which appends are announced to other processes.
 pub const NOTIFY_CHANNEL: &str = "chorus_events";
@@ -150,16 +151,6 @@ impl Drop for Inner {
     }
 }
 
-/// What [`PgEventStore::read_after`] reads of the log.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Narrowed {
-    /// Only events of these types (every type when `None`).
-    pub types: Option<Vec<String>>,
-    /// Top-level payload fields left out (the reader does not read them;
-    /// an embedded ActivityStreams document is most of a payload).
-    pub without_fields: Vec<String>,
-}
-
 impl PgEventStore {
     /// A store on `pool` with default options. Must be called inside a Tokio
     /// runtime: it starts the tasks that listen for and announce appends.
@@ -253,33 +244,58 @@ impl PgEventStore {
         read: &Narrowed,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-        let (major, minor) = to_db(after);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let sql = format!(
-            "SELECT transaction_id, seq, event_id, stream_id, stream_version, event_type,
-                    schema_version, (payload - $3::text[])::text, metadata::text, recorded_at
-             FROM public.events
-             WHERE (transaction_id, seq) > ($1, $2)
-               AND transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
-               {}
-             ORDER BY transaction_id, seq
-             LIMIT $4",
-            if read.types.is_some() {
-                "AND event_type = ANY($5)"
-            } else {
-                ""
-            }
-        );
-        let mut query = sqlx::query_as::<_, EventRow>(&sql)
-            .bind(major)
-            .bind(minor)
-            .bind(&read.without_fields)
-            .bind(limit);
-        if let Some(types) = &read.types {
-            query = query.bind(types);
-        }
-        let rows = query.fetch_all(pool).await.map_err(backend)?;
-        rows.into_iter().map(into_event).collect()
+        read_narrowed(pool, read, after, Direction::After, limit).await
+    }
+
+    /// Up to `limit` events strictly before `before`, the newest first, all
+    /// below the visibility horizon, narrowed by `read`: the end of the log
+    /// (`before` = [`Position::END`]) or pages backwards through it.
+    pub async fn read_before(
+        pool: &PgPool,
+        before: Position,
+        read: &Narrowed,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        read_narrowed(pool, read, before, Direction::Before, limit).await
+    }
+
+    /// How Postgres runs a page of [`PgEventStore::read_after`] (or, with
+    /// `newest_first`, of [`PgEventStore::read_before`]), as
+    /// `EXPLAIN ANALYZE` prints it: to see which index serves a filter.
+    pub async fn explain(
+        pool: &PgPool,
+        bound: Position,
+        read: &Narrowed,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<String>, EventStoreError> {
+        let direction = if newest_first {
+            Direction::Before
+        } else {
+            Direction::After
+        };
+        read.query("EXPLAIN (ANALYZE, COSTS OFF) ", bound, direction, limit)
+            .build_query_scalar()
+            .fetch_all(pool)
+            .await
+            .map_err(backend)
+    }
+
+    /// How many events [`PgEventStore::read_after`] would read after
+    /// `after` (for progress bars).
+    pub async fn count_after(
+        pool: &PgPool,
+        after: Position,
+        read: &Narrowed,
+    ) -> Result<u64, EventStoreError> {
+        let mut query = sqlx::QueryBuilder::new("SELECT count(*) FROM public.events WHERE ");
+        read.conditions(&mut query, after, Direction::Count);
+        let count: i64 = query
+            .build_query_scalar()
+            .fetch_one(pool)
+            .await
+            .map_err(backend)?;
+        Ok(count.unsigned_abs())
     }
 
     /// Appends inside the caller's transaction. The events become visible
@@ -612,6 +628,23 @@ impl EventStore for PgEventStore {
         tokio::spawn(self.clone().run_subscription(after, tx));
         Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
+}
+
+/// Up to `limit` events from `bound` in `direction`, narrowed by `read`.
+async fn read_narrowed(
+    pool: &PgPool,
+    read: &Narrowed,
+    bound: Position,
+    direction: Direction,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, EventStoreError> {
+    let rows: Vec<EventRow> = read
+        .query("", bound, direction, limit)
+        .build_query_as()
+        .fetch_all(pool)
+        .await
+        .map_err(backend)?;
+    rows.into_iter().map(into_event).collect()
 }
 
 macro_rules! event_columns {

@@ -407,6 +407,7 @@ async fn fill_and_swap(
     let narrowed = Narrowed {
         types,
         without_fields,
+        ..Narrowed::default()
     };
     count_totals(pool, &mut targets).await?;
     publish(pool, &targets, progress).await?;

@@ -3,6 +3,8 @@
 
 pub mod app;
 pub mod bench;
+pub mod busy_log;
+pub mod cli;
 pub mod contract;
 pub mod history;
 pub mod outbound;
@@ -10,3 +12,4 @@ pub mod pg;
 pub mod poll;
 pub mod remote;
 pub mod sink;
+pub mod ws;

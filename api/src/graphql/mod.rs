@@ -2,6 +2,7 @@
 //! models with visibility enforced in SQL.
 
 mod deliveries;
+mod events;
 mod history;
 mod mutations;
 mod queries;
@@ -11,7 +12,7 @@ mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{EmptySubscription, ErrorExtensions, Schema};
+use async_graphql::{ErrorExtensions, Schema};
 use chorus_domain::Position;
 use chorus_projections::Projections;
 use sqlx::PgPool;
@@ -19,11 +20,12 @@ use sqlx::PgPool;
 use crate::app::{App, AppError, LocalActor};
 use crate::tokens::TokenOwner;
 
+pub use events::{Analytics, AnalyticsScope, EventFilter, SubscriptionRoot};
 pub use mutations::MutationRoot;
 pub use queries::QueryRoot;
 
 /// The schema type.
-pub type ChorusSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type ChorusSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// The deepest query accepted.
 pub const MAX_DEPTH: usize = 12;
@@ -42,7 +44,8 @@ fn build(
     projections: Option<Arc<Projections>>,
     federation: Option<Arc<crate::federation::Federation>>,
 ) -> ChorusSchema {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .extension(AnalyticsScope)
         .data(Services {
             pool: app.pool.clone(),
             app,
@@ -73,7 +76,7 @@ pub fn with_federation(
 
 /// The schema in SDL, as exported to `docs/schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .finish()
         .sdl()
 }

@@ -279,6 +279,22 @@ impl QueryRoot {
         super::history::reprocessing(ctx, id).await
     }
 
+    /// Admins and analytics tokens: a page of the event log, in log order
+    /// (a cursor is an event's position). Forward with `first` (default
+    /// 20) and `after`; backward with `last` and `before`: `last: N` alone
+    /// is the newest N. At most 100 a page.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        before: Option<String>,
+        first: Option<i32>,
+        last: Option<i32>,
+        filter: Option<super::EventFilter>,
+    ) -> Result<Connection<String, super::events::LogEvent>> {
+        super::events::events(ctx, after, before, first, last, filter).await
+    }
+
     /// Admins: every subscriber of the log (projections, the interpreter,
     /// the delivery planner, …) with its position and lag.
     async fn subscribers(
