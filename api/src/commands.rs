@@ -213,6 +213,90 @@ pub async fn create_account(
     .await
 }
 
+/// What `chorus servers create` was given.
+#[derive(Debug)]
+pub struct NewServer {
+    pub name: String,
+    /// The owner's handle.
+    pub owner: String,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub approval: bool,
+    /// `name` or `name:topic`.
+    pub channels: Vec<String>,
+}
+
+/// `chorus servers create`: a server (an ActivityPub Group) owned by a
+/// local account.
+pub async fn create_server(settings: Settings, server: NewServer) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let owner = app
+            .resolve_actor(&server.owner)
+            .await
+            .map_err(|e| anyhow::anyhow!("owner {}: {e}", server.owner))?;
+        let channels = server
+            .channels
+            .iter()
+            .map(|c| match c.split_once(':') {
+                Some((name, topic)) => (name.to_owned(), Some(topic.to_owned())),
+                None => (c.clone(), None),
+            })
+            .collect();
+        let membership = if server.approval {
+            chorus_domain::servers::Membership::Approval
+        } else {
+            chorus_domain::servers::Membership::Open
+        };
+        let created = app
+            .create_server(
+                &owner,
+                &server.name,
+                server.display_name,
+                server.description,
+                membership,
+                channels,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("created {} ({})", created.created.name, created.server.uri);
+        let names: Vec<&str> = created
+            .created
+            .channels
+            .iter()
+            .map(|c| c.slug.as_str())
+            .collect();
+        println!("channels: {}", names.join(", "));
+        Ok(())
+    })
+    .await
+}
+
+/// `chorus servers list`: every server, with its members and channels.
+pub async fn list_servers(settings: Settings) -> anyhow::Result<()> {
+    with_app(&settings, |app| async move {
+        let rows: Vec<(String, String, String, i64, Vec<String>)> = sqlx::query_as(
+            "SELECT s.name, s.uri, s.membership,
+                    (SELECT count(*) FROM follows f WHERE f.followee = s.uri AND f.state = 'accepted'),
+                    ARRAY(SELECT c.slug FROM server_channels c WHERE c.server = s.uri
+                          ORDER BY c.position_major, c.position_minor, c.slug)
+             FROM servers s ORDER BY s.name",
+        )
+        .fetch_all(&app.pool)
+        .await?;
+        if rows.is_empty() {
+            println!("no servers");
+        }
+        for (name, uri, membership, members, channels) in rows {
+            println!(
+                "{name}\t{uri}\t{membership}\t{members} members\t#{}",
+                channels.join(" #")
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// `chorus accounts delete`: deletes a local account (its tokens revoked at
 /// once); `chorus serve` then sends its Delete{Person} and erases its
 /// content.

@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         action: ReprocessAction,
     },
+    /// Servers: communities of channels that federate as ActivityPub Groups.
+    Servers {
+        #[command(subcommand)]
+        action: ServerAction,
+    },
     /// Read the event log.
     Events {
         #[command(subcommand)]
@@ -246,6 +251,30 @@ impl From<DeliveryAction> for DeliveriesCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum ServerAction {
+    /// Create a server owned by a local account.
+    Create {
+        /// Its name: the `rust` of `!rust@example.com` (shared with account handles).
+        name: String,
+        /// The handle of the local account that owns it.
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Joining waits for a moderator's approval (else anyone may join).
+        #[arg(long)]
+        approval: bool,
+        /// A channel, as `name` or `name:topic` (repeatable; `general` when none).
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+    },
+    /// The servers, with their members and channels.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 enum InstanceAction {
     /// Refuse a domain's inbox requests and hide its content.
     Block {
@@ -373,6 +402,30 @@ fn main() -> ExitCode {
             Command::Accounts {
                 action: AccountAction::Delete { handle },
             } => commands::delete_account(settings, handle).await,
+            Command::Servers {
+                action:
+                    ServerAction::Create {
+                        name,
+                        owner,
+                        display_name,
+                        description,
+                        approval,
+                        channels,
+                    },
+            } => {
+                let server = commands::NewServer {
+                    name,
+                    owner,
+                    display_name,
+                    description,
+                    approval,
+                    channels,
+                };
+                commands::create_server(settings, server).await
+            }
+            Command::Servers {
+                action: ServerAction::List,
+            } => commands::list_servers(settings).await,
             Command::Tokens {
                 action: TokenAction::Create { handle, label },
             } => commands::create_token(settings, handle, label).await,

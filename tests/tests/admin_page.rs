@@ -233,6 +233,21 @@ async fn an_admin_signs_in_sees_the_projections_and_rebuilds_one() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(state, "swapped");
+    // The recent events show the rebuild, as the log has it.
+    text_when(&client, "#events", |t| {
+        t.contains("ProjectionRebuildFinished")
+    })
+    .await;
+    assert_eq!(
+        client
+            .find(Locator::Id("events-error"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default(),
+        ""
+    );
     assert_eq!(
         client
             .find(Locator::Id("projections-error"))

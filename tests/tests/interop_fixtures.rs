@@ -523,11 +523,6 @@ fn exception(path: &str) -> Option<(Expected, &'static str, &'static str)> {
             "the announced post is named by id only and not served: it cannot be fetched",
             "could not be fetched",
         ),
-        "lemmy/lemmy/activities/community/announce_create_page.json" => (
-            not_applied("ignored"),
-            "a group announcing an activity: Chorus fetches the Create's id as a post, which is not served",
-            "could not be fetched",
-        ),
         "lemmy/wordpress/activities/announce.json" => (
             not_applied("ignored"),
             "a group announcing an Update: its id (#activity) fetches the Article, whose id differs",

@@ -556,6 +556,7 @@ impl App {
     async fn relate_known<F>(
         &self,
         actor: &LocalActor,
+        by: &str,
         other: &str,
         decide: F,
     ) -> Result<Target, AppError>
@@ -563,12 +564,16 @@ impl App {
         F: FnMut(&RelationshipState, &str) -> Result<Vec<DomainEvent>, AppError>,
     {
         let other = self.known_actor(other).await?;
-        self.relate_with(actor, &other, decide).await
+        self.relate_with(actor, by, &other, decide).await
     }
 
+    /// Decides on the relationship of `actor` with `other`; `by` is who
+    /// acted (the actor itself, or a moderator of a server), recorded as
+    /// the events' actor.
     async fn relate_with<F>(
         &self,
         actor: &LocalActor,
+        by: &str,
         other: &str,
         mut decide: F,
     ) -> Result<Target, AppError>
@@ -578,7 +583,7 @@ impl App {
         let position = self
             .execute::<RelationshipState, _>(
                 &relationship_stream(&actor.uri, other),
-                Some(&actor.uri),
+                Some(by),
                 |state| decide(state, other),
             )
             .await?;
@@ -713,7 +718,7 @@ impl App {
             locked: other.locked,
             local: other.local,
         };
-        self.relate_with(actor, &other.uri, |state, _| {
+        self.relate_with(actor, &actor.uri, &other.uri, |state, _| {
             Ok(relationships::follow(
                 state, &actor.uri, &followee, &follow_id, &accept_id,
             )?)
@@ -725,7 +730,7 @@ impl App {
     pub async fn unfollow(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
         let uri = self.ended_with(other).await?;
         let undo_id = self.activity_id();
-        self.relate_with(actor, &uri, |state, other| {
+        self.relate_with(actor, &actor.uri, &uri, |state, other| {
             Ok(relationships::unfollow(state, &actor.uri, other, &undo_id)?)
         })
         .await
@@ -737,8 +742,19 @@ impl App {
         actor: &LocalActor,
         follower: &str,
     ) -> Result<Target, AppError> {
+        self.approve_follow_by(actor, &actor.uri, follower).await
+    }
+
+    /// [`App::approve_follow`], decided by `by` on `actor`'s behalf (a moderator
+    /// for a server).
+    pub async fn approve_follow_by(
+        &self,
+        actor: &LocalActor,
+        by: &str,
+        follower: &str,
+    ) -> Result<Target, AppError> {
         let accept_id = self.activity_id();
-        self.relate_known(actor, follower, |state, other| {
+        self.relate_known(actor, by, follower, |state, other| {
             Ok(relationships::approve(
                 state, &actor.uri, other, &accept_id,
             )?)
@@ -752,8 +768,19 @@ impl App {
         actor: &LocalActor,
         follower: &str,
     ) -> Result<Target, AppError> {
+        self.reject_follow_by(actor, &actor.uri, follower).await
+    }
+
+    /// [`App::reject_follow`], decided by `by` on `actor`'s behalf (a moderator
+    /// for a server).
+    pub async fn reject_follow_by(
+        &self,
+        actor: &LocalActor,
+        by: &str,
+        follower: &str,
+    ) -> Result<Target, AppError> {
         let reject_id = self.activity_id();
-        self.relate_known(actor, follower, |state, other| {
+        self.relate_known(actor, by, follower, |state, other| {
             Ok(relationships::reject(state, &actor.uri, other, &reject_id)?)
         })
         .await
@@ -762,13 +789,24 @@ impl App {
     /// Blocks an actor, local or remote (found with WebFinger when unknown,
     /// so that the Block reaches its server).
     pub async fn block(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
+        self.block_by(actor, &actor.uri, other).await
+    }
+
+    /// [`App::block`], decided by `by` on `actor`'s behalf (a moderator
+    /// for a server).
+    pub async fn block_by(
+        &self,
+        actor: &LocalActor,
+        by: &str,
+        other: &str,
+    ) -> Result<Target, AppError> {
         let uri = match self.known_actor(other).await {
             Ok(uri) => uri,
             Err(AppError::NotFound { .. }) => self.find_actor(other).await?.uri,
             Err(error) => return Err(error),
         };
         let block_id = self.activity_id();
-        self.relate_with(actor, &uri, |state, other| {
+        self.relate_with(actor, by, &uri, |state, other| {
             Ok(relationships::block(state, &actor.uri, other, &block_id)?)
         })
         .await
@@ -776,9 +814,20 @@ impl App {
 
     /// Lifts a block, on an actor known or not (any more).
     pub async fn unblock(&self, actor: &LocalActor, other: &str) -> Result<Target, AppError> {
+        self.unblock_by(actor, &actor.uri, other).await
+    }
+
+    /// [`App::unblock`], decided by `by` on `actor`'s behalf (a moderator
+    /// for a server).
+    pub async fn unblock_by(
+        &self,
+        actor: &LocalActor,
+        by: &str,
+        other: &str,
+    ) -> Result<Target, AppError> {
         let uri = self.ended_with(other).await?;
         let undo_id = self.activity_id();
-        self.relate_with(actor, &uri, |state, other| {
+        self.relate_with(actor, by, &uri, |state, other| {
             Ok(relationships::unblock(state, &actor.uri, other, &undo_id)?)
         })
         .await

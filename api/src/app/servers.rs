@@ -232,10 +232,10 @@ impl App {
             return Err(ServerError::OwnerRole.into());
         }
         match action {
-            MemberAction::Approve => self.approve_follow(&server, member).await,
-            MemberAction::Remove => self.reject_follow(&server, member).await,
-            MemberAction::Ban => self.block(&server, member).await,
-            MemberAction::Unban => self.unblock(&server, member).await,
+            MemberAction::Approve => self.approve_follow_by(&server, &by.uri, member).await,
+            MemberAction::Remove => self.reject_follow_by(&server, &by.uri, member).await,
+            MemberAction::Ban => self.block_by(&server, &by.uri, member).await,
+            MemberAction::Unban => self.unblock_by(&server, &by.uri, member).await,
         }
     }
 

@@ -614,6 +614,27 @@ impl Worker {
                 self.like(stamp, activity, document, &object_id).await
             }
             Interpretation::Announce {
+                object_type,
+                inline: true,
+                ..
+            } if object_type.as_deref() == Some("Create") => {
+                // A group announcing a member's post (FEP-1b12, Lemmy): the
+                // group shares the post the Create carries.
+                let create = activity.object.inline().cloned().unwrap_or_default();
+                let Some(object_id) = create.get("object").and_then(|o| match o {
+                    Value::String(id) => Some(id.clone()),
+                    other => other.get("id").and_then(Value::as_str).map(str::to_owned),
+                }) else {
+                    return Ok(refused("the announced Create names no object"));
+                };
+                let inline = create
+                    .get("object")
+                    .filter(|o| o.is_object())
+                    .and_then(|o| chorus_domain::inbound::read_note(o).ok());
+                self.announce(stamp, activity, document, &object_id, inline)
+                    .await
+            }
+            Interpretation::Announce {
                 object_id, inline, ..
             } => {
                 let inline = if inline {
