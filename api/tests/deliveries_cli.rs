@@ -19,7 +19,10 @@ fn ok(app: &TestApp, args: &[&str]) -> String {
     out
 }
 
-#[tokio::test]
+// Several threads: `chorus` runs as a blocking child process, and the
+// server's senders must finish their transactions meanwhile (a command
+// waits for a row lock one of them holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delivery_queue_is_inspected_and_acted_on_from_the_command_line() {
     let app = spawn_app().await;
     let alice = app.account("alice", false).await;

@@ -81,8 +81,11 @@ fn serve(database_url: &str, port: u16) -> Child {
         .env("CHORUS_BASE_URL", format!("http://127.0.0.1:{port}"))
         .env("CHORUS_ALLOW_PRIVATE_ADDRESSES", "true")
         .env("CHORUS_DELIVERY_PER_HOST", PER_HOST.to_string())
-        .env("CHORUS_REQUEST_TIMEOUT_SECS", "1")
-        .env("CHORUS_DELIVERY_LEASE_SECS", "3")
+        // Long enough that a loaded machine does not time a POST out (its
+        // retry would be a repeat the kill did not cause), short enough
+        // that what was leased at the kill is sent again soon.
+        .env("CHORUS_REQUEST_TIMEOUT_SECS", "5")
+        .env("CHORUS_DELIVERY_LEASE_SECS", "8")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
