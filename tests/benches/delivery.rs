@@ -8,6 +8,9 @@
 //!   (10,000 POSTs): deliveries/s against the machine's RSA-2048 signing
 //!   rate on all cores (aws-lc, measured in the same run; target ≥ 60%);
 //! - memory before, after and at its peak;
+//! - a server's (an ActivityPub Group's) message to 5,000 members on 250
+//!   instances, announced twice to each: deliveries/s against the same
+//!   signing rate and the ordinary post's rate;
 //! - sustained: half the measured rate to 50 healthy instances while 5
 //!   more hang or answer 500; the healthy ones' delay from append to
 //!   arrival, target p99 ≤ 1 s.
@@ -406,6 +409,94 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
             100.0 * rate / sign_rate
         );
     }
+    // 1c: a server (an ActivityPub Group) with members on their own
+    // inboxes announces one message twice (the whole Create, FEP-1b12, and
+    // the post alone): the same throughput target as an ordinary post.
+    // carol, its owner, has no followers yet: only the server's
+    // announcements go out.
+    let members_n = scale(5_000);
+    let member_hosts = &hosts[..scale(250).min(hosts.len())];
+    let server = chorus
+        .app
+        .create_server(
+            carol,
+            "bench",
+            None,
+            None,
+            chorus_domain::servers::Membership::Open,
+            vec![],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    followers(
+        &pool,
+        &server.server.uri,
+        member_hosts,
+        members_n,
+        false,
+        "m",
+    )
+    .await?;
+    projections
+        .wait_for(
+            chorus_tests::app::last_committed(&pool).await,
+            Duration::from_secs(60),
+        )
+        .await;
+    let (group_key_id, group_key): (String, String) =
+        sqlx::query_as("SELECT key_id, public_key_pem FROM actors WHERE uri = $1")
+            .bind(&server.server.uri)
+            .fetch_one(&pool)
+            .await?;
+    *received.key.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((group_key_id, PublicKey::from_pem(&group_key)?));
+    let before = received.verified.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let message = chorus
+        .app
+        .post_message(
+            carol,
+            "bench",
+            None,
+            PostInput {
+                text: "to every member".into(),
+                summary: None,
+                sensitive: false,
+                visibility: Visibility::Public,
+                in_reply_to: None,
+                audience: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let position = message
+        .position
+        .ok_or_else(|| anyhow::anyhow!("the message appended nothing"))?;
+    anyhow::ensure!(
+        chorus
+            .delivery
+            .planner
+            .reached(position, Duration::from_secs(60))
+            .await,
+        "planning took over a minute"
+    );
+    let planned = started.elapsed().as_secs_f64();
+    let expected = 2 * members_n as u64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while received.verified.load(Ordering::Relaxed) - before < expected {
+        anyhow::ensure!(Instant::now() < deadline, "not delivered within 5 min");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let total = started.elapsed().as_secs_f64();
+    let group_rate = expected as f64 / (total - planned).max(1e-9);
+    println!(
+        "server message: {members_n} members on {} instances, 2 announcements each → {expected} POSTs; planned in {planned:.3} s, delivered in {:.2} s after planning: {group_rate:.0} deliveries/s = {:.0}% of the signing rate (target ≥ 60%), {:.2}x an ordinary post's rate",
+        member_hosts.len(),
+        total - planned,
+        100.0 * group_rate / sign_rate,
+        group_rate / rate
+    );
+
     let refused = received.refused.load(Ordering::Relaxed);
     anyhow::ensure!(refused == 0, "{refused} deliveries failed verification");
     // Arrival comes before the outcome is recorded: give the last batch
