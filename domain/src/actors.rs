@@ -97,24 +97,7 @@ impl Handle {
     }
 }
 
-impl TryFrom<String> for Handle {
-    type Error = HandleError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Handle> for String {
-    fn from(value: Handle) -> Self {
-        value.0
-    }
-}
-
-impl std::fmt::Display for Handle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+validated_string!(Handle, HandleError);
 
 /// The ActivityPub addresses of a local actor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

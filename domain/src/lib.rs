@@ -9,6 +9,31 @@
 //! Result<Vec<DomainEvent>, Error>`, where the state is folded from the
 //! events of the command's stream(s).
 
+/// The conversions of a string newtype validated by its `parse`: serde
+/// goes through them, so a stored value that no longer parses is an error.
+macro_rules! validated_string {
+    ($name:ident, $error:ty) => {
+        impl TryFrom<String> for $name {
+            type Error = $error;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 pub mod activitypub;
 pub mod actors;
 pub mod admin;

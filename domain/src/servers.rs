@@ -70,24 +70,7 @@ impl ChannelSlug {
     }
 }
 
-impl TryFrom<String> for ChannelSlug {
-    type Error = ServerError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<ChannelSlug> for String {
-    fn from(value: ChannelSlug) -> Self {
-        value.0
-    }
-}
-
-impl std::fmt::Display for ChannelSlug {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+validated_string!(ChannelSlug, ServerError);
 
 /// A channel of a server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
