@@ -175,31 +175,42 @@ async fn person(state: &AppState, handle: &Handle) -> Result<Response, ApError> 
             manually_approves_followers: actor.locked,
             published: timestamp(actor.registered_at),
             public_key,
+            posting_restricted_to_mods: None,
+            channels: None,
         },
     )
 }
 
+/// A local actor's document: a `Person`, or a server's `Group` (with the
+/// fields only groups have).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Person<'a> {
+pub(super) struct Person<'a> {
     #[serde(rename = "@context")]
-    context: &'a Value,
-    id: &'a str,
+    pub context: &'a Value,
+    pub id: &'a str,
     #[serde(rename = "type")]
-    kind: &'static str,
-    preferred_username: &'a str,
-    name: &'a str,
-    summary: &'a str,
-    url: &'a str,
-    inbox: &'a str,
-    outbox: &'a str,
-    followers: &'a str,
-    following: &'a str,
-    endpoints: Endpoints<'a>,
-    manually_approves_followers: bool,
-    published: String,
+    pub kind: &'static str,
+    pub preferred_username: &'a str,
+    pub name: &'a str,
+    pub summary: &'a str,
+    pub url: &'a str,
+    pub inbox: &'a str,
+    pub outbox: &'a str,
+    pub followers: &'a str,
+    pub following: &'a str,
+    pub endpoints: Endpoints<'a>,
+    pub manually_approves_followers: bool,
+    pub published: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    public_key: Option<PublicKey<'a>>,
+    pub public_key: Option<PublicKey<'a>>,
+    /// A group's members may post; moderators are not the only authors
+    /// (Lemmy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posting_restricted_to_mods: Option<bool>,
+    /// A group's channels, as the collections of their messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]

@@ -9,11 +9,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chorus_domain::actors::Handle;
 use chorus_domain::servers::ChannelSlug;
-use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::chrono::{DateTime, Utc};
 
-use super::actors::{Endpoints, PublicKey};
+use super::actors::{Endpoints, Person, PublicKey};
 use super::errors::ApError;
 use super::html::{escape, page, paragraphs, strip_tags};
 use super::negotiation::{activity_json, html, negotiated, wants_activity_json};
@@ -79,37 +78,10 @@ pub async fn server(
     negotiated(activity, result)
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Group<'a> {
-    #[serde(rename = "@context")]
-    context: &'a Value,
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    preferred_username: &'a str,
-    name: &'a str,
-    summary: &'a str,
-    url: &'a str,
-    inbox: &'a str,
-    outbox: &'a str,
-    followers: &'a str,
-    following: &'a str,
-    endpoints: Endpoints<'a>,
-    manually_approves_followers: bool,
-    /// Members may post; moderators are not the only authors (Lemmy).
-    posting_restricted_to_mods: bool,
-    published: String,
-    /// The channels, as the collections of their messages.
-    channels: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    public_key: Option<PublicKey<'a>>,
-}
-
 fn group(row: &ServerRow) -> Result<Response, ApError> {
     activity_json(
         StatusCode::OK,
-        &Group {
+        &Person {
             context: &CONTEXT,
             id: &row.uri,
             kind: "Group",
@@ -125,13 +97,14 @@ fn group(row: &ServerRow) -> Result<Response, ApError> {
                 shared_inbox: &row.shared_inbox,
             },
             manually_approves_followers: row.locked,
-            posting_restricted_to_mods: false,
+            posting_restricted_to_mods: Some(false),
             published: timestamp(row.registered_at),
-            channels: row
-                .channels
-                .iter()
-                .map(|slug| format!("{}/channels/{slug}", row.uri))
-                .collect(),
+            channels: Some(
+                row.channels
+                    .iter()
+                    .map(|slug| format!("{}/channels/{slug}", row.uri))
+                    .collect(),
+            ),
             public_key: match (&row.key_id, &row.public_key_pem) {
                 (Some(id), Some(pem)) => Some(PublicKey {
                     id,
