@@ -1,6 +1,7 @@
 //! Projection `actors`: the actors Chorus knows.
 
 use async_trait::async_trait;
+use chorus_domain::actors::ActorUris;
 use chorus_domain::remote::RemoteActorUpdated;
 use chorus_domain::servers::{Membership, ServerCreated};
 use chorus_domain::{DomainEvent, RecordedEvent};
@@ -80,36 +81,23 @@ impl Projection for Actors {
             }
             _ => return Ok(()),
         };
-        let (major, minor) = position(event);
-        // An actor is registered once (its stream is keyed by handle), so a
-        // row that already exists is this very registration applied before.
-        sqlx::query(
-            "INSERT INTO actors (uri, actor_id, handle, domain, local, display_name, locked, admin,
-                                 inbox, outbox, followers_uri, following_uri, shared_inbox, key_id,
-                                 public_key_pem, registered_at, position_major, position_minor)
-             VALUES ($1, $2, $3, $4, true, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-             ON CONFLICT (uri) DO NOTHING",
+        local_registered(
+            conn,
+            event,
+            &LocalActor {
+                actor_id: e.actor_id,
+                handle: e.handle.as_str(),
+                kind: "Person",
+                display_name: e.display_name.as_deref(),
+                summary: None,
+                locked: e.locked,
+                admin: e.admin,
+                uris: &e.uris,
+                public_key_pem: &e.public_key_pem,
+                registered_at: e.registered_at,
+            },
         )
-        .bind(&e.uris.id)
-        .bind(e.actor_id)
-        .bind(e.handle.as_str())
-        .bind(domain_of(&e.uris.id))
-        .bind(&e.display_name)
-        .bind(e.locked)
-        .bind(e.admin)
-        .bind(&e.uris.inbox)
-        .bind(&e.uris.outbox)
-        .bind(&e.uris.followers)
-        .bind(&e.uris.following)
-        .bind(&e.uris.shared_inbox)
-        .bind(&e.uris.key_id)
-        .bind(&e.public_key_pem)
-        .bind(e.registered_at)
-        .bind(major)
-        .bind(minor)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        .await
     }
 }
 
@@ -173,30 +161,73 @@ async fn server_created(
     event: &RecordedEvent,
     e: &ServerCreated,
 ) -> Result<(), ProjectionError> {
+    local_registered(
+        conn,
+        event,
+        &LocalActor {
+            actor_id: e.server_id,
+            handle: e.name.as_str(),
+            kind: "Group",
+            display_name: e.display_name.as_deref(),
+            summary: e.description.as_deref(),
+            locked: e.membership == Membership::Approval,
+            admin: false,
+            uris: &e.uris,
+            public_key_pem: &e.public_key_pem,
+            registered_at: e.created_at,
+        },
+    )
+    .await
+}
+
+/// A local actor as its row is first written.
+struct LocalActor<'a> {
+    actor_id: uuid::Uuid,
+    handle: &'a str,
+    kind: &'static str,
+    display_name: Option<&'a str>,
+    summary: Option<&'a str>,
+    locked: bool,
+    admin: bool,
+    uris: &'a ActorUris,
+    public_key_pem: &'a str,
+    registered_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A local actor is registered once (its stream is keyed by its handle),
+/// so a row that already exists is this very registration applied before.
+async fn local_registered(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+    a: &LocalActor<'_>,
+) -> Result<(), ProjectionError> {
     let (major, minor) = position(event);
     sqlx::query(
         "INSERT INTO actors (uri, actor_id, handle, domain, local, kind, display_name, summary,
-                             locked, inbox, outbox, followers_uri, following_uri, shared_inbox,
-                             key_id, public_key_pem, registered_at, position_major, position_minor)
-         VALUES ($1, $2, $3, $4, true, 'Group', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                 $16, $17)
+                             locked, admin, inbox, outbox, followers_uri, following_uri,
+                             shared_inbox, key_id, public_key_pem, registered_at, position_major,
+                             position_minor)
+         VALUES ($1, $2, $3, $4, true, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19)
          ON CONFLICT (uri) DO NOTHING",
     )
-    .bind(&e.uris.id)
-    .bind(e.server_id)
-    .bind(e.name.as_str())
-    .bind(domain_of(&e.uris.id))
-    .bind(&e.display_name)
-    .bind(&e.description)
-    .bind(e.membership == Membership::Approval)
-    .bind(&e.uris.inbox)
-    .bind(&e.uris.outbox)
-    .bind(&e.uris.followers)
-    .bind(&e.uris.following)
-    .bind(&e.uris.shared_inbox)
-    .bind(&e.uris.key_id)
-    .bind(&e.public_key_pem)
-    .bind(e.created_at)
+    .bind(&a.uris.id)
+    .bind(a.actor_id)
+    .bind(a.handle)
+    .bind(domain_of(&a.uris.id))
+    .bind(a.kind)
+    .bind(a.display_name)
+    .bind(a.summary)
+    .bind(a.locked)
+    .bind(a.admin)
+    .bind(&a.uris.inbox)
+    .bind(&a.uris.outbox)
+    .bind(&a.uris.followers)
+    .bind(&a.uris.following)
+    .bind(&a.uris.shared_inbox)
+    .bind(&a.uris.key_id)
+    .bind(a.public_key_pem)
+    .bind(a.registered_at)
     .bind(major)
     .bind(minor)
     .execute(&mut *conn)
