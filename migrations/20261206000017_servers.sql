@@ -11,6 +11,7 @@ CREATE TABLE servers (
     display_name   text,
     description    text,
     membership     text NOT NULL CHECK (membership IN ('open', 'approval')),
+    open_replies   boolean NOT NULL DEFAULT false,  -- non-members may reply
     owner          text NOT NULL,
     created_at     timestamptz NOT NULL,
     position_major bigint NOT NULL,

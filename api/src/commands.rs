@@ -222,6 +222,7 @@ pub struct NewServer {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub approval: bool,
+    pub open_replies: bool,
     /// `name` or `name:topic`.
     pub channels: Vec<String>,
 }
@@ -234,28 +235,27 @@ pub async fn create_server(settings: Settings, server: NewServer) -> anyhow::Res
             .resolve_actor(&server.owner)
             .await
             .map_err(|e| anyhow::anyhow!("owner {}: {e}", server.owner))?;
-        let channels = server
-            .channels
-            .iter()
-            .map(|c| match c.split_once(':') {
-                Some((name, topic)) => (name.to_owned(), Some(topic.to_owned())),
-                None => (c.clone(), None),
-            })
-            .collect();
-        let membership = if server.approval {
-            chorus_domain::servers::Membership::Approval
-        } else {
-            chorus_domain::servers::Membership::Open
+        let input = crate::app::ServerInput {
+            channels: server
+                .channels
+                .iter()
+                .map(|c| match c.split_once(':') {
+                    Some((name, topic)) => (name.to_owned(), Some(topic.to_owned())),
+                    None => (c.clone(), None),
+                })
+                .collect(),
+            membership: if server.approval {
+                chorus_domain::servers::Membership::Approval
+            } else {
+                chorus_domain::servers::Membership::Open
+            },
+            name: server.name,
+            display_name: server.display_name,
+            description: server.description,
+            open_replies: server.open_replies,
         };
         let created = app
-            .create_server(
-                &owner,
-                &server.name,
-                server.display_name,
-                server.description,
-                membership,
-                channels,
-            )
+            .create_server(&owner, input)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("created {} ({})", created.created.name, created.server.uri);

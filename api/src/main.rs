@@ -266,6 +266,9 @@ enum ServerAction {
         /// Joining waits for a moderator's approval (else anyone may join).
         #[arg(long)]
         approval: bool,
+        /// Anyone, member or not, may reply to messages (open servers only).
+        #[arg(long, conflicts_with = "approval")]
+        open_replies: bool,
         /// A channel, as `name` or `name:topic` (repeatable; `general` when none).
         #[arg(long = "channel")]
         channels: Vec<String>,
@@ -410,6 +413,7 @@ fn main() -> ExitCode {
                         display_name,
                         description,
                         approval,
+                        open_replies,
                         channels,
                     },
             } => {
@@ -419,6 +423,7 @@ fn main() -> ExitCode {
                     display_name,
                     description,
                     approval,
+                    open_replies,
                     channels,
                 };
                 commands::create_server(settings, server).await

@@ -119,6 +119,10 @@ pub struct ServerCreated {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub membership: Membership,
+    /// Whether anyone, member or not, may reply to its messages (open
+    /// servers only); absent in events recorded before it existed: no.
+    #[serde(default)]
+    pub open_replies: bool,
     /// The local account that created it, its owner.
     pub owner: String,
     pub channels: Vec<Channel>,
@@ -319,6 +323,26 @@ impl ServerState {
         matches!(self.role(actor, false), Some(Role::Owner | Role::Moderator))
     }
 
+    /// Whether `author` may post a message: members (the owner and
+    /// moderators are), and anyone replying to a message if the server is
+    /// open to replies; never the banned.
+    pub fn admits(
+        &self,
+        author: &str,
+        member: bool,
+        banned: bool,
+        replying: bool,
+    ) -> Result<(), ServerError> {
+        let created = self.existing()?;
+        if banned {
+            return Err(ServerError::Banned(author.to_owned()));
+        }
+        if member || self.role(author, false).is_some() || (replying && created.open_replies) {
+            return Ok(());
+        }
+        Err(ServerError::NotMember(author.to_owned()))
+    }
+
     /// The channel named `slug`.
     pub fn channel(&self, slug: &ChannelSlug) -> Option<&Channel> {
         self.channels.iter().find(|c| &c.slug == slug)
@@ -342,6 +366,8 @@ pub struct CreateServer {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub membership: Membership,
+    /// Non-members may reply to messages (open servers only).
+    pub open_replies: bool,
     pub owner: String,
     /// Its first channels; `general` when none are named.
     pub channels: Vec<Channel>,
@@ -401,6 +427,7 @@ pub fn create(
         display_name,
         description,
         membership: command.membership,
+        open_replies: command.open_replies && command.membership == Membership::Open,
         owner: command.owner,
         channels,
         public_key_pem: command.public_key_pem,
@@ -531,12 +558,12 @@ pub fn announce_message(
     if message.announced.is_some() {
         return Err(ServerError::AlreadyAnnounced);
     }
-    if incoming.banned {
-        return Err(ServerError::Banned(incoming.author));
-    }
-    if !incoming.member && server.role(&incoming.author, false).is_none() {
-        return Err(ServerError::NotMember(incoming.author));
-    }
+    server.admits(
+        &incoming.author,
+        incoming.member,
+        incoming.banned,
+        incoming.parent_channel.is_some(),
+    )?;
     let channel = match (&incoming.channel, incoming.parent_channel) {
         (Some(named), _) => {
             let slug = channel_of(&created.uris.id, named)
@@ -669,6 +696,7 @@ mod tests {
                 display_name: Some(" Rust ".into()),
                 description: None,
                 membership,
+                open_replies: true,
                 owner: OWNER.into(),
                 channels: vec![],
                 public_key_pem: "PEM".into(),
@@ -731,6 +759,7 @@ mod tests {
                     display_name: None,
                     description: None,
                     membership: Membership::Open,
+                    open_replies: false,
                     owner: OWNER.into(),
                     channels: vec![],
                     public_key_pem: "PEM".into(),
@@ -842,6 +871,31 @@ mod tests {
             Some("https://ex.test/servers/rust/channels/general"),
         );
         assert!(announce_message(&state, &none, named, Utc::now()).is_ok());
+    }
+
+    #[test]
+    fn strangers_may_reply_to_messages_of_servers_open_to_replies() {
+        let open = server(Membership::Open);
+        let mut reply = message("https://far.test/notes/7", None);
+        reply.member = false;
+        reply.in_reply_to = Some("https://far.test/notes/1".into());
+        reply.parent_channel = Some(slug("general"));
+        assert!(
+            announce_message(&open, &MessageState::default(), reply.clone(), Utc::now()).is_ok()
+        );
+        // Not a reply to one of its messages: a member's post only.
+        let mut stray = reply.clone();
+        stray.parent_channel = None;
+        assert_eq!(
+            announce_message(&open, &MessageState::default(), stray, Utc::now()),
+            Err(ServerError::NotMember(BOB.into()))
+        );
+        // A server that asks for approval takes members' replies only.
+        let closed = server(Membership::Approval);
+        assert_eq!(
+            announce_message(&closed, &MessageState::default(), reply, Utc::now()),
+            Err(ServerError::NotMember(BOB.into()))
+        );
     }
 
     #[test]

@@ -58,9 +58,9 @@ impl Projection for Servers {
             Some(DomainEvent::ServerCreated(e)) => {
                 sqlx::query(
                     "INSERT INTO servers (uri, server_id, name, display_name, description,
-                                          membership, owner, created_at, position_major,
-                                          position_minor)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                          membership, open_replies, owner, created_at,
+                                          position_major, position_minor)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                      ON CONFLICT (uri) DO NOTHING",
                 )
                 .bind(&e.uris.id)
@@ -72,6 +72,7 @@ impl Projection for Servers {
                     Membership::Open => "open",
                     Membership::Approval => "approval",
                 })
+                .bind(e.open_replies)
                 .bind(&e.owner)
                 .bind(e.created_at)
                 .bind(major)

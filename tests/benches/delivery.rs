@@ -420,11 +420,14 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
         .app
         .create_server(
             carol,
-            "bench",
-            None,
-            None,
-            chorus_domain::servers::Membership::Open,
-            vec![],
+            chorus_api::app::ServerInput {
+                name: "bench".into(),
+                display_name: None,
+                description: None,
+                membership: chorus_domain::servers::Membership::Open,
+                open_replies: false,
+                channels: vec![],
+            },
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -452,3 +452,54 @@ async fn servers_are_found_served_to_browsers_and_guarded_against_bad_input() {
         "FORBIDDEN"
     );
 }
+
+#[tokio::test]
+async fn an_open_server_may_take_replies_from_anyone_but_posts_from_members_only() {
+    let app = spawn_app().await;
+    let alice = app.account("alice", false).await;
+    let eve = app.account("eve", false).await;
+    let created = app
+        .ok(
+            Some(&alice.token),
+            "mutation { createServer(input: { name: \"garden\", openReplies: true }) { openReplies } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(created["createServer"]["openReplies"], true);
+    let posted = app
+        .ok(
+            Some(&alice.token),
+            POST_MESSAGE,
+            json!({ "s": "garden", "c": "general", "t": "what grows in shade?" }),
+        )
+        .await;
+    let message = posted["postMessage"]["uri"].as_str().unwrap_or_default();
+    // eve is no member: a message of her own is refused, a reply is taken.
+    assert_eq!(
+        app.error_code(
+            Some(&eve.token),
+            POST_MESSAGE,
+            json!({ "s": "garden", "t": "hi" })
+        )
+        .await,
+        "NOT_MEMBER"
+    );
+    let reply = app
+        .ok(
+            Some(&eve.token),
+            "mutation($s: String!, $t: String!, $r: ID!) {
+                postMessage(server: $s, input: { text: $t, inReplyTo: $r }) { uri inReplyTo { uri } }
+            }",
+            json!({ "s": "garden", "t": "ferns", "r": message }),
+        )
+        .await;
+    assert_eq!(reply["postMessage"]["inReplyTo"]["uri"], json!(message));
+    let messages = app
+        .ok(Some(&alice.token), MESSAGES, json!({ "s": "garden" }))
+        .await;
+    assert_eq!(
+        messages["server"]["messages"][0]["post"]["uri"],
+        reply["postMessage"]["uri"]
+    );
+    assert_eq!(messages["server"]["messages"][0]["channel"], "general");
+}

@@ -34,7 +34,7 @@ use crate::federation::directory::{Directory, DirectoryError};
 pub use accounts::NewAccount;
 pub use actions::{KnownActor, PostInput, Target};
 pub use instances::BlockedInstance;
-pub use servers::{MemberAction, NewServer, ServerMember};
+pub use servers::{MemberAction, NewServer, ServerInput, ServerMember};
 
 /// Why a command was refused or failed.
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,20 @@ pub struct NewServer {
     pub position: Option<Position>,
 }
 
+/// A server to create.
+#[derive(Clone, Debug)]
+pub struct ServerInput {
+    /// Its name (shared with accounts' handles).
+    pub name: String,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub membership: Membership,
+    /// Non-members may reply to messages (open servers only).
+    pub open_replies: bool,
+    /// Its first channels: names and topics (`general` when none).
+    pub channels: Vec<(String, Option<String>)>,
+}
+
 /// What a moderator does to a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemberAction {
@@ -49,16 +63,20 @@ impl App {
     pub async fn create_server(
         &self,
         owner: &LocalActor,
-        name: &str,
-        display_name: Option<String>,
-        description: Option<String>,
-        membership: Membership,
-        channels: Vec<(String, Option<String>)>,
+        input: ServerInput,
     ) -> Result<NewServer, AppError> {
         if owner.group {
             return Err(AppError::Forbidden);
         }
-        let name = Handle::parse(name)?;
+        let ServerInput {
+            name,
+            display_name,
+            description,
+            membership,
+            open_replies,
+            channels,
+        } = input;
+        let name = Handle::parse(&name)?;
         let channels = channels
             .into_iter()
             .map(|(slug, topic)| {
@@ -80,6 +98,7 @@ impl App {
                 display_name,
                 description,
                 membership,
+                open_replies,
                 owner: owner.uri.clone(),
                 channels,
                 public_key_pem: keys.public_pem.clone(),
@@ -257,14 +276,24 @@ impl App {
             Err(error) => return Err(error),
         };
         let standing = self.standing_in(&server.uri, &by.uri).await?;
-        if standing.banned {
-            return Err(ServerError::Banned(by.uri.clone()).into());
-        }
-        if !standing.member && state.role(&by.uri, false).is_none() {
-            return Err(ServerError::NotMember(by.uri.clone()).into());
-        }
-        let slug = match channel {
-            Some(named) => {
+        let parent_channel = match &input.in_reply_to {
+            Some(parent) => {
+                let parent = match self.post_id(parent) {
+                    Ok(id) => chorus_domain::posts::post_uri(&self.base_url, id),
+                    Err(_) => parent.trim().to_owned(),
+                };
+                self.message_channel(&server.uri, &parent).await?
+            }
+            None => None,
+        };
+        state.admits(
+            &by.uri,
+            standing.member,
+            standing.banned,
+            parent_channel.is_some(),
+        )?;
+        let slug = match (channel, parent_channel.clone()) {
+            (Some(named), _) => {
                 let slug = ChannelSlug::parse(named)?;
                 state
                     .channel(&slug)
@@ -272,7 +301,8 @@ impl App {
                     .slug
                     .clone()
             }
-            None => state
+            (None, Some(parent)) => parent,
+            (None, None) => state
                 .default_channel()
                 .ok_or(ServerError::NoChannels)?
                 .slug
@@ -294,7 +324,7 @@ impl App {
             author: by.uri.clone(),
             in_reply_to: created.in_reply_to.clone(),
             channel: Some(servers::channel_uri(&server.uri, &slug)),
-            parent_channel: None,
+            parent_channel,
             activity: created.activity.clone(),
             member: standing.member,
             banned: false,
@@ -341,6 +371,23 @@ impl App {
             channel,
         });
         self.create_post(by, input).await
+    }
+
+    /// The channel of `post` if it is a message of `server` (from the
+    /// servers read model).
+    pub async fn message_channel(
+        &self,
+        server: &str,
+        post: &str,
+    ) -> Result<Option<ChannelSlug>, AppError> {
+        let slug: Option<String> = sqlx::query_scalar(
+            "SELECT channel FROM channel_messages WHERE server = $1 AND post = $2",
+        )
+        .bind(server)
+        .bind(post)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(slug.and_then(|s| ChannelSlug::parse(&s).ok()))
     }
 
     /// Has `server` announce a member's message (local or remote), once.

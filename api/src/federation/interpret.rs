@@ -815,14 +815,7 @@ impl Worker {
         };
         let standing = self.app.standing_in(&server.uri, actor).await?;
         let parent_channel = match &note.in_reply_to {
-            Some(parent) => sqlx::query_scalar::<_, String>(
-                "SELECT channel FROM channel_messages WHERE server = $1 AND post = $2",
-            )
-            .bind(&server.uri)
-            .bind(parent)
-            .fetch_optional(&self.app.pool)
-            .await?
-            .and_then(|slug| servers::ChannelSlug::parse(&slug).ok()),
+            Some(parent) => self.app.message_channel(&server.uri, parent).await?,
             None => None,
         };
         let message = servers::Message {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::types::Post;
 use super::{GraphqlError, MAX_PAGE, Result, Services, acting, error, internal, viewer_uri};
-use crate::app::{MemberAction, PostInput};
+use crate::app::{MemberAction, PostInput, ServerInput};
 
 /// Who may join a server.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -88,6 +88,10 @@ pub struct CreateServerInput {
     pub description: Option<String>,
     #[graphql(default_with = "ServerMembership::Open")]
     pub membership: ServerMembership,
+    /// Whether anyone, member or not, may reply to its messages (open
+    /// servers only).
+    #[graphql(default)]
+    pub open_replies: bool,
     /// Its first channels; `general` when none.
     #[graphql(default)]
     pub channels: Vec<ChannelInput>,
@@ -114,6 +118,8 @@ pub struct Server {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub membership: ServerMembership,
+    /// Anyone may reply to its messages.
+    pub open_replies: bool,
     /// The owner's ActivityPub id.
     pub owner: String,
     pub created_at: DateTime<Utc>,
@@ -145,12 +151,14 @@ type ServerRow = (
     Option<String>,
     Option<String>,
     String,
+    bool,
     String,
     DateTime<Utc>,
     i64,
 );
 
-const SERVER_COLUMNS: &str = "s.uri, s.name, s.display_name, s.description, s.membership, s.owner,
+const SERVER_COLUMNS: &str = "s.uri, s.name, s.display_name, s.description, s.membership,
+    s.open_replies, s.owner,
     s.created_at, (SELECT count(*) FROM follows f WHERE f.followee = s.uri AND f.state = 'accepted')";
 
 impl Server {
@@ -189,7 +197,17 @@ impl Server {
     }
 
     async fn from_row(pool: &sqlx::PgPool, row: ServerRow) -> Result<Self> {
-        let (uri, name, display_name, description, membership, owner, created_at, members) = row;
+        let (
+            uri,
+            name,
+            display_name,
+            description,
+            membership,
+            open_replies,
+            owner,
+            created_at,
+            members,
+        ) = row;
         let channels: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT slug, topic FROM server_channels WHERE server = $1
              ORDER BY position_major, position_minor, slug",
@@ -216,6 +234,7 @@ impl Server {
             } else {
                 ServerMembership::Open
             },
+            open_replies,
             owner,
             created_at,
             member_count: members,
@@ -399,15 +418,18 @@ pub(crate) async fn create(ctx: &Context<'_>, input: CreateServerInput) -> Resul
         .app
         .create_server(
             &me,
-            &input.name,
-            input.display_name,
-            input.description,
-            input.membership.into(),
-            input
-                .channels
-                .into_iter()
-                .map(|c| (c.name, c.topic))
-                .collect(),
+            ServerInput {
+                name: input.name,
+                display_name: input.display_name,
+                description: input.description,
+                membership: input.membership.into(),
+                open_replies: input.open_replies,
+                channels: input
+                    .channels
+                    .into_iter()
+                    .map(|c| (c.name, c.topic))
+                    .collect(),
+            },
         )
         .await
         .map_err(GraphqlError::from)?;
