@@ -249,6 +249,42 @@ async fn a_server_is_a_group_joined_posted_in_announced_moderated_and_banned_acr
     })
     .await;
 
+    // bob deletes a message of his own: the server drops it and takes back
+    // its share.
+    let second = w
+        .beta
+        .ok(
+            Some(&w.bob.token),
+            POST_MESSAGE,
+            json!({ "s": w.acct(), "t": "never mind" }),
+        )
+        .await;
+    let second = second["postMessage"]["uri"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    until_sql(
+        &w.alpha,
+        Some("general"),
+        "SELECT channel FROM channel_messages WHERE server = $2 AND post = $1",
+        &[&second, &w.server],
+    )
+    .await;
+    w.beta
+        .ok(
+            Some(&w.bob.token),
+            "mutation($id: ID!) { deletePost(id: $id) }",
+            json!({ "id": second }),
+        )
+        .await;
+    until_sql(
+        &w.alpha,
+        Some(&w.bob.uri),
+        "SELECT removed_by FROM channel_messages WHERE server = $2 AND post = $1",
+        &[&second, &w.server],
+    )
+    .await;
+
     // A ban: dave's follow of the Group ends, and what he posts to it is
     // refused and not stored.
     w.alpha

@@ -444,15 +444,29 @@ impl App {
         reference: &str,
     ) -> Result<Target, AppError> {
         let id = self.post_id(reference)?;
+        let mut delete = None;
         let position = self
             .execute::<PostState, _>(&post_stream(id), Some(&actor.uri), |state| {
-                Ok(posts::delete(state, &actor.uri, chrono::Utc::now())?)
+                let events = posts::delete(state, &actor.uri, chrono::Utc::now())?;
+                if let Some(DomainEvent::PostDeleted(deleted)) = events.first() {
+                    delete = Some(deleted.activity.clone());
+                }
+                Ok(events)
             })
             .await?;
+        let uri = posts::post_uri(&self.base_url, id);
+        // A message in a server leaves it too, announced by the server.
+        let removed = match delete.filter(|_| position.is_some()) {
+            Some(delete) => {
+                self.message_deleted(&uri, &actor.uri, &delete, &super::Stamp::default())
+                    .await?
+            }
+            None => None,
+        };
         Ok(Target {
             post_id: Some(id),
-            uri: posts::post_uri(&self.base_url, id),
-            position,
+            uri,
+            position: removed.or(position),
         })
     }
 

@@ -420,6 +420,50 @@ impl App {
         .await
     }
 
+    /// A post its author deleted leaves the servers it was posted in: each
+    /// announces the author's `Delete` (`delete`) to its members. Servers
+    /// that removed it already change nothing.
+    pub async fn message_deleted(
+        &self,
+        post: &str,
+        author: &str,
+        delete: &serde_json::Value,
+        stamp: &Stamp,
+    ) -> Result<Option<Position>, AppError> {
+        let servers: Vec<String> = sqlx::query_scalar(
+            "SELECT server FROM channel_messages WHERE post = $1 AND removed_at IS NULL",
+        )
+        .bind(post)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut last = None;
+        for uri in servers {
+            let (server, state) = self.server(&uri).await?;
+            let mut stamp = stamp.clone();
+            stamp.metadata.actor = Some(author.to_owned());
+            let decided = self
+                .execute_stamped::<MessageState, _>(
+                    &servers::message_stream(&server.uri, post),
+                    &stamp,
+                    |message| match servers::remove_message(
+                        &state,
+                        message,
+                        author,
+                        Some(delete.clone()),
+                        chrono::Utc::now(),
+                    ) {
+                        Err(ServerError::AlreadyRemoved | ServerError::UnknownMessage) => {
+                            Ok(vec![])
+                        }
+                        decided => Ok(decided?),
+                    },
+                )
+                .await?;
+            last = decided.or(last);
+        }
+        Ok(last)
+    }
+
     /// Removes a message from its server, as its author or a moderator:
     /// the server announces a `Delete` to its members.
     pub async fn remove_message(

@@ -424,9 +424,17 @@ impl Worker {
         else {
             return None;
         };
+        // A message to a server here is checked and announced: the full path.
+        let servers = format!("{}/servers/", self.app.base_url);
         if activity.actor != actor
             || note.attributed_to != actor
             || domain_of(&note.id) != domain_of(actor)
+            || note
+                .audience
+                .iter()
+                .chain(&note.to)
+                .chain(&note.cc)
+                .any(|a| a.starts_with(&servers))
         {
             return None;
         }
@@ -594,10 +602,18 @@ impl Worker {
             }
             Interpretation::DeleteObject { object_id, .. } => {
                 let at = activity.published.unwrap_or_else(chrono::Utc::now);
-                self.try_decide::<RemotePostState, _>(&remote_post_stream(&object_id), stamp, |s| {
-                    remote::delete_post(s, actor, at).map_err(|e| e.to_string())
-                })
-                .await
+                let outcome = self
+                    .try_decide::<RemotePostState, _>(&remote_post_stream(&object_id), stamp, |s| {
+                        remote::delete_post(s, actor, at).map_err(|e| e.to_string())
+                    })
+                    .await?;
+                if matches!(outcome, Outcome::Applied) {
+                    // A message in a server here leaves it, announced.
+                    self.app
+                        .message_deleted(&object_id, actor, &strip_context(document), stamp)
+                        .await?;
+                }
+                Ok(outcome)
             }
             Interpretation::Follow { object_id, .. } => {
                 self.follow(stamp, activity, document, &object_id).await
