@@ -24,8 +24,9 @@ use crate::remote::{
     RemoteActorUpdated, RemotePostCreated, RemotePostDeleted, RemotePostEdited,
 };
 use crate::servers::{
-    ChannelCreated, ChannelMessageAnnounced, ChannelMessageRemoved, ChannelMessageShared,
-    ChannelMessageUnshared, ModeratorAppointed, ModeratorDismissed, ServerCreated,
+    ChannelActivityAnnounced, ChannelCreated, ChannelMessageAnnounced, ChannelMessageRemoved,
+    ChannelMessageShared, ChannelMessageUnshared, ModeratorAppointed, ModeratorDismissed,
+    ServerCreated,
 };
 use crate::{NewEvent, RecordedEvent};
 
@@ -111,6 +112,7 @@ domain_events! {
     ChannelMessageShared => "ChannelMessageShared" v 1,
     ChannelMessageRemoved => "ChannelMessageRemoved" v 1,
     ChannelMessageUnshared => "ChannelMessageUnshared" v 1,
+    ChannelActivityAnnounced => "ChannelActivityAnnounced" v 1,
 }
 
 /// A stored event of a known type that cannot be read.

@@ -50,6 +50,7 @@ pub fn outbound(event: &DomainEvent) -> Option<Outbound<'_>> {
         DomainEvent::ChannelMessageShared(e) => (&e.announce, None),
         DomainEvent::ChannelMessageRemoved(e) => (&e.announce, None),
         DomainEvent::ChannelMessageUnshared(e) => (&e.undo, None),
+        DomainEvent::ChannelActivityAnnounced(e) => (&e.announce, None),
         _ => return None,
     };
     let actor = activity.get("actor")?.as_str()?;

@@ -200,6 +200,19 @@ pub struct ChannelMessageRemoved {
     pub removed_at: DateTime<Utc>,
 }
 
+/// A member's activity on a message of the server (its author's `Update`,
+/// anyone's `Like`), which the server announces to its members (FEP-1b12).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelActivityAnnounced {
+    pub server: String,
+    pub post: String,
+    /// The activity's type (`Update`, `Like`) and actor.
+    pub activity_type: String,
+    pub actor: String,
+    /// `Announce` of the activity (embedded).
+    pub announce: Value,
+}
+
 /// With [`ChannelMessageRemoved`]: the server takes back its announcement
 /// of the post alone (`Undo` of the [`ChannelMessageShared`] one), so that
 /// peers showing it as shared by the server stop doing so.
@@ -512,6 +525,8 @@ pub struct Message {
 pub struct MessageState {
     pub announced: Option<ChannelMessageAnnounced>,
     pub removed: bool,
+    /// The ids of the announcements of activities on it.
+    pub activities: Vec<String>,
 }
 
 impl MessageState {
@@ -519,6 +534,11 @@ impl MessageState {
         match event {
             DomainEvent::ChannelMessageAnnounced(e) => self.announced = Some(e.clone()),
             DomainEvent::ChannelMessageRemoved(_) => self.removed = true,
+            DomainEvent::ChannelActivityAnnounced(e) => {
+                if let Some(id) = e.announce["id"].as_str() {
+                    self.activities.push(id.to_owned());
+                }
+            }
             _ => {}
         }
     }
@@ -607,6 +627,53 @@ pub fn announce_message(
             post: incoming.post,
         }),
     ])
+}
+
+/// Decides announcing `activity` (by `actor`, on a message of the server):
+/// an `Update` only by the message's author, anything only while the
+/// message stands and from no one the server banned. Announced once per
+/// activity id: nothing when it was already.
+pub fn announce_activity(
+    server: &ServerState,
+    message: &MessageState,
+    actor: &str,
+    banned: bool,
+    activity: Value,
+) -> Result<Vec<DomainEvent>, ServerError> {
+    let created = server.existing()?;
+    let announced = message
+        .announced
+        .as_ref()
+        .filter(|_| !message.removed)
+        .ok_or(ServerError::UnknownMessage)?;
+    if banned {
+        return Err(ServerError::Banned(actor.to_owned()));
+    }
+    let activity_type = activity["type"].as_str().unwrap_or_default().to_owned();
+    if activity_type == "Update" && announced.author != actor {
+        return Err(ServerError::NotModerator);
+    }
+    let Some(id) = activity["id"].as_str().map(str::to_owned) else {
+        return Ok(vec![]);
+    };
+    let announce_id = format!(
+        "{}/announces/{}/{}",
+        created.uris.id,
+        actor_key(&announced.post),
+        actor_key(&id)
+    );
+    if message.activities.contains(&announce_id) {
+        return Ok(vec![]);
+    }
+    Ok(vec![DomainEvent::ChannelActivityAnnounced(
+        ChannelActivityAnnounced {
+            server: created.uris.id.clone(),
+            post: announced.post.clone(),
+            activity_type,
+            actor: actor.to_owned(),
+            announce: announce(created, announce_id, without_context(activity)),
+        },
+    )])
 }
 
 /// Decides removing a message: by its author (who deleted it) or by a
@@ -895,6 +962,78 @@ mod tests {
         assert_eq!(
             announce_message(&closed, &MessageState::default(), reply, Utc::now()),
             Err(ServerError::NotMember(BOB.into()))
+        );
+    }
+
+    #[test]
+    fn edits_by_the_author_and_likes_are_announced_once() {
+        let state = server(Membership::Open);
+        let mut message_state = MessageState::default();
+        let like = json!({"type": "Like", "id": "https://else.test/likes/1",
+                          "actor": "https://else.test/users/eve", "object": "https://far.test/notes/8"});
+        assert_eq!(
+            announce_activity(
+                &state,
+                &message_state,
+                "https://else.test/users/eve",
+                false,
+                like.clone()
+            ),
+            Err(ServerError::UnknownMessage)
+        );
+        for e in announce_message(
+            &state,
+            &message_state,
+            message("https://far.test/notes/8", None),
+            Utc::now(),
+        )
+        .unwrap_or_default()
+        {
+            message_state.apply(&e);
+        }
+        let events = announce_activity(
+            &state,
+            &message_state,
+            "https://else.test/users/eve",
+            false,
+            like.clone(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let [DomainEvent::ChannelActivityAnnounced(announced)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(announced.announce["object"]["type"], "Like");
+        for e in &events {
+            message_state.apply(e);
+        }
+        assert_eq!(
+            announce_activity(
+                &state,
+                &message_state,
+                "https://else.test/users/eve",
+                false,
+                like
+            ),
+            Ok(vec![])
+        );
+        let edit = json!({"type": "Update", "id": "https://else.test/updates/1",
+                          "actor": "https://else.test/users/eve", "object": "https://far.test/notes/8"});
+        assert_eq!(
+            announce_activity(
+                &state,
+                &message_state,
+                "https://else.test/users/eve",
+                false,
+                edit
+            ),
+            Err(ServerError::NotModerator)
+        );
+        let own = json!({"type": "Update", "id": "https://far.test/updates/1",
+                         "actor": BOB, "object": "https://far.test/notes/8"});
+        assert!(announce_activity(&state, &message_state, BOB, false, own.clone()).is_ok());
+        assert_eq!(
+            announce_activity(&state, &message_state, BOB, true, own),
+            Err(ServerError::Banned(BOB.into()))
         );
     }
 

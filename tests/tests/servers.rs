@@ -480,6 +480,28 @@ async fn servers_are_found_served_to_browsers_and_guarded_against_bad_input() {
         .await;
     assert_eq!(messages["server"]["messages"][0]["post"]["uri"], json!(uri));
     assert_eq!(messages["server"]["messages"][0]["channel"], "general");
+    // A like of the message and its author's edit are passed on by the
+    // server to its members.
+    app.ok(
+        Some(&alice.token),
+        "mutation($p: ID!) { favorite(post: $p) { favorited } }",
+        json!({ "p": uri }),
+    )
+    .await;
+    app.ok(
+        Some(&bob.token),
+        "mutation($id: ID!) { editPost(id: $id, input: { text: \"first! (edited)\" }) { uri } }",
+        json!({ "id": uri }),
+    )
+    .await;
+    let passed_on: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'activity_type' FROM events
+         WHERE event_type = 'ChannelActivityAnnounced' ORDER BY transaction_id, seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(passed_on, ["Like", "Update"]);
     // Only its author or a moderator removes a message.
     let eve = app.account("eve", false).await;
     assert_eq!(

@@ -414,6 +414,7 @@ impl App {
         self.mention_replied_to(&mut mentions, &actor.uri, replied_to.as_deref())
             .await?;
         let base = self.base_url.clone();
+        let mut update = None;
         let position = self
             .execute::<PostState, _>(&post_stream(id), Some(&actor.uri), |state| {
                 let command = EditPost {
@@ -422,19 +423,26 @@ impl App {
                     sensitive,
                     mentions: mentions.clone(),
                 };
-                Ok(posts::edit(
-                    state,
-                    &actor.uri,
-                    command,
-                    &base,
-                    chrono::Utc::now(),
-                )?)
+                let events = posts::edit(state, &actor.uri, command, &base, chrono::Utc::now())?;
+                if let Some(DomainEvent::PostEdited(edited)) = events.first() {
+                    update = Some(edited.activity.clone());
+                }
+                Ok(events)
             })
             .await?;
+        let uri = posts::post_uri(&self.base_url, id);
+        // A message in a server here: the server passes the edit on.
+        let passed_on = match update.filter(|_| position.is_some()) {
+            Some(update) => {
+                self.announce_activity(&uri, &actor.uri, &update, &super::Stamp::default())
+                    .await?
+            }
+            None => None,
+        };
         Ok(Target {
             post_id: Some(id),
-            uri: posts::post_uri(&self.base_url, id),
-            position,
+            uri,
+            position: passed_on.or(position),
         })
     }
 
@@ -504,15 +512,28 @@ impl App {
 
     pub async fn favorite(&self, actor: &LocalActor, reference: &str) -> Result<Target, AppError> {
         let like_id = self.activity_id();
-        self.interact(actor, reference, favorite_stream, |state, seen| {
-            Ok(interactions::favorite(
-                state,
-                &actor.uri,
-                &seen.target,
-                &like_id,
-            )?)
+        let mut like = None;
+        let target = self
+            .interact(actor, reference, favorite_stream, |state, seen| {
+                let events = interactions::favorite(state, &actor.uri, &seen.target, &like_id)?;
+                if let Some(DomainEvent::Favorited(favorited)) = events.first() {
+                    like = Some(favorited.activity.clone());
+                }
+                Ok(events)
+            })
+            .await?;
+        // A message of a server here: the server passes the like on.
+        let passed_on = match like.filter(|_| target.position.is_some()) {
+            Some(like) => {
+                self.announce_activity(&target.uri, &actor.uri, &like, &super::Stamp::default())
+                    .await?
+            }
+            None => None,
+        };
+        Ok(Target {
+            position: passed_on.or(target.position),
+            ..target
         })
-        .await
     }
 
     pub async fn unfavorite(

@@ -464,6 +464,59 @@ impl App {
         Ok(last)
     }
 
+    /// Has every server here that `post` is a message of announce
+    /// `activity` on it (its author's `Update`, anyone's `Like`), once.
+    /// Returns the position of the last announcement, if any was made.
+    pub async fn announce_activity(
+        &self,
+        post: &str,
+        actor: &str,
+        activity: &serde_json::Value,
+        stamp: &Stamp,
+    ) -> Result<Option<Position>, AppError> {
+        let servers: Vec<String> = sqlx::query_scalar(
+            "SELECT server FROM channel_messages WHERE post = $1 AND removed_at IS NULL",
+        )
+        .bind(post)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut last = None;
+        for uri in servers {
+            let (server, state) = self.server(&uri).await?;
+            let standing = self.standing_in(&server.uri, actor).await?;
+            let mut stamp = stamp.clone();
+            stamp.metadata.actor = Some(server.uri.clone());
+            if stamp.metadata.correlation_id.is_none() {
+                stamp.metadata.correlation_id = Some(Uuid::now_v7());
+            }
+            let decided = self
+                .execute_stamped::<MessageState, _>(
+                    &servers::message_stream(&server.uri, post),
+                    &stamp,
+                    |message| {
+                        match servers::announce_activity(
+                            &state,
+                            message,
+                            actor,
+                            standing.banned,
+                            activity.clone(),
+                        ) {
+                            // Not for the server to pass on: nothing to do.
+                            Err(
+                                ServerError::UnknownMessage
+                                | ServerError::Banned(_)
+                                | ServerError::NotModerator,
+                            ) => Ok(vec![]),
+                            decided => Ok(decided?),
+                        }
+                    },
+                )
+                .await?;
+            last = decided.or(last);
+        }
+        Ok(last)
+    }
+
     /// Removes a message from its server, as its author or a moderator:
     /// the server announces a `Delete` to its members.
     pub async fn remove_message(

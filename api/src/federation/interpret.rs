@@ -553,7 +553,17 @@ impl Worker {
             Interpretation::CreateNote { note, .. } => {
                 self.create_message(stamp, actor, note, document).await
             }
-            Interpretation::UpdateNote { note, .. } => self.update_note(stamp, actor, note).await,
+            Interpretation::UpdateNote { note, .. } => {
+                let post = note.id.clone();
+                let outcome = self.update_note(stamp, actor, note).await?;
+                if matches!(outcome, Outcome::Applied) {
+                    // An edited message: its server passes the edit on.
+                    self.app
+                        .announce_activity(&post, actor, &strip_context(document), stamp)
+                        .await?;
+                }
+                Ok(outcome)
+            }
             Interpretation::NeedsFetch {
                 kind, object_id, ..
             } => {
@@ -627,7 +637,16 @@ impl Worker {
                     .await
             }
             Interpretation::Like { object_id, .. } => {
-                self.like(stamp, activity, document, &object_id).await
+                // A like of a message of a server here: the server passes
+                // it on to its members, whatever else becomes of it.
+                let passed_on = self
+                    .app
+                    .announce_activity(&object_id, actor, &strip_context(document), stamp)
+                    .await?;
+                match self.like(stamp, activity, document, &object_id).await? {
+                    Outcome::NotApplied(..) if passed_on.is_some() => Ok(Outcome::Applied),
+                    outcome => Ok(outcome),
+                }
             }
             Interpretation::Announce {
                 object_type,
