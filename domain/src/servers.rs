@@ -630,13 +630,15 @@ pub fn announce_message(
 }
 
 /// Decides announcing `activity` (by `actor`, on a message of the server):
-/// an `Update` only by the message's author, anything only while the
-/// message stands and from no one the server banned. Announced once per
-/// activity id: nothing when it was already.
+/// an `Update` only by the message's author, anything else (a `Like`) only
+/// by a member; nothing from anyone the server banned, nothing once the
+/// message is removed. Announced once per activity id: nothing when it was
+/// already.
 pub fn announce_activity(
     server: &ServerState,
     message: &MessageState,
     actor: &str,
+    member: bool,
     banned: bool,
     activity: Value,
 ) -> Result<Vec<DomainEvent>, ServerError> {
@@ -646,12 +648,16 @@ pub fn announce_activity(
         .as_ref()
         .filter(|_| !message.removed)
         .ok_or(ServerError::UnknownMessage)?;
-    if banned {
-        return Err(ServerError::Banned(actor.to_owned()));
-    }
     let activity_type = activity["type"].as_str().unwrap_or_default().to_owned();
-    if activity_type == "Update" && announced.author != actor {
-        return Err(ServerError::NotModerator);
+    if activity_type == "Update" {
+        if banned {
+            return Err(ServerError::Banned(actor.to_owned()));
+        }
+        if announced.author != actor {
+            return Err(ServerError::NotModerator);
+        }
+    } else {
+        server.admits(actor, member, banned, false)?;
     }
     let Some(id) = activity["id"].as_str().map(str::to_owned) else {
         return Ok(vec![]);
@@ -976,6 +982,7 @@ mod tests {
                 &state,
                 &message_state,
                 "https://else.test/users/eve",
+                true,
                 false,
                 like.clone()
             ),
@@ -995,6 +1002,7 @@ mod tests {
             &state,
             &message_state,
             "https://else.test/users/eve",
+            true,
             false,
             like.clone(),
         )
@@ -1011,10 +1019,26 @@ mod tests {
                 &state,
                 &message_state,
                 "https://else.test/users/eve",
+                true,
                 false,
                 like
             ),
             Ok(vec![])
+        );
+        let stranger = json!({"type": "Like", "id": "https://else.test/likes/2",
+                              "actor": "https://else.test/users/mallory", "object": "https://far.test/notes/8"});
+        assert_eq!(
+            announce_activity(
+                &state,
+                &message_state,
+                "https://else.test/users/mallory",
+                false,
+                false,
+                stranger
+            ),
+            Err(ServerError::NotMember(
+                "https://else.test/users/mallory".into()
+            ))
         );
         let edit = json!({"type": "Update", "id": "https://else.test/updates/1",
                           "actor": "https://else.test/users/eve", "object": "https://far.test/notes/8"});
@@ -1023,6 +1047,7 @@ mod tests {
                 &state,
                 &message_state,
                 "https://else.test/users/eve",
+                true,
                 false,
                 edit
             ),
@@ -1030,9 +1055,9 @@ mod tests {
         );
         let own = json!({"type": "Update", "id": "https://far.test/updates/1",
                          "actor": BOB, "object": "https://far.test/notes/8"});
-        assert!(announce_activity(&state, &message_state, BOB, false, own.clone()).is_ok());
+        assert!(announce_activity(&state, &message_state, BOB, true, false, own.clone()).is_ok());
         assert_eq!(
-            announce_activity(&state, &message_state, BOB, true, own),
+            announce_activity(&state, &message_state, BOB, true, true, own),
             Err(ServerError::Banned(BOB.into()))
         );
     }

@@ -498,6 +498,7 @@ impl App {
                             &state,
                             message,
                             actor,
+                            standing.member,
                             standing.banned,
                             activity.clone(),
                         ) {
@@ -505,6 +506,7 @@ impl App {
                             Err(
                                 ServerError::UnknownMessage
                                 | ServerError::Banned(_)
+                                | ServerError::NotMember(_)
                                 | ServerError::NotModerator,
                             ) => Ok(vec![]),
                             decided => Ok(decided?),
