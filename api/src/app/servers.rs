@@ -430,42 +430,26 @@ impl App {
         delete: &serde_json::Value,
         stamp: &Stamp,
     ) -> Result<Option<Position>, AppError> {
-        let servers: Vec<String> = sqlx::query_scalar(
-            "SELECT server FROM channel_messages WHERE post = $1 AND removed_at IS NULL",
+        self.on_messages(
+            post,
+            author,
+            stamp,
+            |state, message, _| match servers::remove_message(
+                state,
+                message,
+                author,
+                Some(delete.clone()),
+                chrono::Utc::now(),
+            ) {
+                Err(ServerError::AlreadyRemoved | ServerError::UnknownMessage) => Ok(vec![]),
+                decided => Ok(decided?),
+            },
         )
-        .bind(post)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut last = None;
-        for uri in servers {
-            let (server, state) = self.server(&uri).await?;
-            let mut stamp = stamp.clone();
-            stamp.metadata.actor = Some(author.to_owned());
-            let decided = self
-                .execute_stamped::<MessageState, _>(
-                    &servers::message_stream(&server.uri, post),
-                    &stamp,
-                    |message| match servers::remove_message(
-                        &state,
-                        message,
-                        author,
-                        Some(delete.clone()),
-                        chrono::Utc::now(),
-                    ) {
-                        Err(ServerError::AlreadyRemoved | ServerError::UnknownMessage) => {
-                            Ok(vec![])
-                        }
-                        decided => Ok(decided?),
-                    },
-                )
-                .await?;
-            last = decided.or(last);
-        }
-        Ok(last)
+        .await
     }
 
     /// Has every server here that `post` is a message of announce
-    /// `activity` on it (its author's `Update`, anyone's `Like`), once.
+    /// `activity` on it (its author's `Update`, a member's `Like`), once.
     /// Returns the position of the last announcement, if any was made.
     pub async fn announce_activity(
         &self,
@@ -474,6 +458,43 @@ impl App {
         activity: &serde_json::Value,
         stamp: &Stamp,
     ) -> Result<Option<Position>, AppError> {
+        self.on_messages(post, actor, stamp, |state, message, standing| {
+            match servers::announce_activity(
+                state,
+                message,
+                actor,
+                standing.member,
+                standing.banned,
+                activity.clone(),
+            ) {
+                // Not for the server to pass on: nothing to do.
+                Err(
+                    ServerError::UnknownMessage
+                    | ServerError::Banned(_)
+                    | ServerError::NotMember(_)
+                    | ServerError::NotModerator,
+                ) => Ok(vec![]),
+                decided => Ok(decided?),
+            }
+        })
+        .await
+    }
+
+    /// Decides, for every server here that `post` is a standing message
+    /// of, on the message's stream: `decide` sees the server's state, the
+    /// message's, and how `actor` (who acted) stands in the server. The
+    /// events are the server's, caused as `stamp` says. Returns the
+    /// position of the last append.
+    async fn on_messages<F>(
+        &self,
+        post: &str,
+        actor: &str,
+        stamp: &Stamp,
+        mut decide: F,
+    ) -> Result<Option<Position>, AppError>
+    where
+        F: FnMut(&ServerState, &MessageState, ServerMember) -> Result<Vec<DomainEvent>, AppError>,
+    {
         let servers: Vec<String> = sqlx::query_scalar(
             "SELECT server FROM channel_messages WHERE post = $1 AND removed_at IS NULL",
         )
@@ -485,7 +506,7 @@ impl App {
             let (server, state) = self.server(&uri).await?;
             let standing = self.standing_in(&server.uri, actor).await?;
             let mut stamp = stamp.clone();
-            stamp.metadata.actor = Some(server.uri.clone());
+            stamp.metadata.actor = Some(actor.to_owned());
             if stamp.metadata.correlation_id.is_none() {
                 stamp.metadata.correlation_id = Some(Uuid::now_v7());
             }
@@ -493,25 +514,7 @@ impl App {
                 .execute_stamped::<MessageState, _>(
                     &servers::message_stream(&server.uri, post),
                     &stamp,
-                    |message| {
-                        match servers::announce_activity(
-                            &state,
-                            message,
-                            actor,
-                            standing.member,
-                            standing.banned,
-                            activity.clone(),
-                        ) {
-                            // Not for the server to pass on: nothing to do.
-                            Err(
-                                ServerError::UnknownMessage
-                                | ServerError::Banned(_)
-                                | ServerError::NotMember(_)
-                                | ServerError::NotModerator,
-                            ) => Ok(vec![]),
-                            decided => Ok(decided?),
-                        }
-                    },
+                    |message| decide(&state, message, standing),
                 )
                 .await?;
             last = decided.or(last);
