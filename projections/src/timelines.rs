@@ -8,7 +8,6 @@
 //! `blocks` projections: each read model must be rebuildable on its own.
 
 use async_trait::async_trait;
-use chorus_domain::interactions::Reblogged;
 use chorus_domain::posts::Visibility;
 use chorus_domain::{DomainEvent, RecordedEvent};
 use sqlx::PgConnection;
@@ -37,6 +36,8 @@ const EVENTS: &[&str] = &[
     "Blocked",
     "Unblocked",
     "ActorDeleted",
+    "ChannelMessageAnnounced",
+    "ChannelMessageRemoved",
 ];
 
 #[async_trait]
@@ -117,13 +118,17 @@ impl Projection for Timelines {
             Some(DomainEvent::PostDeleted(e)) => deleted(conn, &e.uri).await?,
             Some(DomainEvent::ActorDeleted(e)) => account_deleted(conn, &e.uri).await?,
             Some(DomainEvent::RemotePostDeleted(e)) => deleted(conn, &e.uri).await?,
-            Some(DomainEvent::Reblogged(e)) => reblogged(conn, event, &e).await?,
-            Some(DomainEvent::Unreblogged(e)) => {
-                sqlx::query("DELETE FROM home_timeline WHERE post = $1 AND reblogged_by = $2")
-                    .bind(&e.post)
-                    .bind(&e.actor)
-                    .execute(&mut *conn)
-                    .await?;
+            Some(DomainEvent::Reblogged(e)) => {
+                reblogged(conn, event, &e.post, &e.actor, &e.post_author).await?;
+            }
+            Some(DomainEvent::Unreblogged(e)) => unreblogged(conn, &e.post, &e.actor).await?,
+            // A server's message reaches its local members as shared by
+            // the server, and leaves with its removal.
+            Some(DomainEvent::ChannelMessageAnnounced(e)) => {
+                reblogged(conn, event, &e.post, &e.server, &e.author).await?;
+            }
+            Some(DomainEvent::ChannelMessageRemoved(e)) => {
+                unreblogged(conn, &e.post, &e.server).await?;
             }
             Some(DomainEvent::FollowAccepted(e)) => {
                 // Only local actors have a home timeline to fan out to.
@@ -330,10 +335,26 @@ async fn created(
     Ok(())
 }
 
+async fn unreblogged(
+    conn: &mut PgConnection,
+    post: &str,
+    actor: &str,
+) -> Result<(), ProjectionError> {
+    sqlx::query("DELETE FROM home_timeline WHERE post = $1 AND reblogged_by = $2")
+        .bind(post)
+        .bind(actor)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// `actor` shared `post` (by `author`): a reblog, or a server's message.
 async fn reblogged(
     conn: &mut PgConnection,
     event: &RecordedEvent,
-    e: &Reblogged,
+    post: &str,
+    actor: &str,
+    author: &str,
 ) -> Result<(), ProjectionError> {
     let (major, minor) = position(event);
     // A reblog reaches the reblogger and its local followers, except those
@@ -354,9 +375,9 @@ async fn reblogged(
          )
          ON CONFLICT (owner, post, reblogged_by) DO NOTHING",
     )
-    .bind(&e.post)
-    .bind(&e.actor)
-    .bind(&e.post_author)
+    .bind(post)
+    .bind(actor)
+    .bind(author)
     .bind(major)
     .bind(minor)
     .execute(&mut *conn)

@@ -200,6 +200,15 @@ async fn a_server_is_a_group_joined_posted_in_announced_moderated_and_banned_acr
         |d| d.pointer("/server/messages/0/post/uri") == Some(&json!(message)),
     )
     .await;
+    // ... and in her home timeline, shared by the server.
+    until_graphql(&w.alpha, &w.erin.token, HOME, json!({}), |d| {
+        d["timeline"]["nodes"].as_array().is_some_and(|items| {
+            items.iter().any(|i| {
+                i["post"]["uri"] == json!(message) && i["rebloggedBy"]["id"] == json!(w.server)
+            })
+        })
+    })
+    .await;
     // dave, a member on beta, gets the Group's announcement: the post shared
     // by the Group in his home timeline.
     until_graphql(&w.beta, &w.dave.token, HOME, json!({}), |d| {
@@ -239,6 +248,14 @@ async fn a_server_is_a_group_joined_posted_in_announced_moderated_and_banned_acr
         json!({ "s": "rust" }),
         |d| d.pointer("/server/messages") == Some(&json!([])),
     )
+    .await;
+    until_graphql(&w.alpha, &w.erin.token, HOME, json!({}), |d| {
+        d["timeline"]["nodes"].as_array().is_some_and(|items| {
+            !items
+                .iter()
+                .any(|i| i["rebloggedBy"]["id"] == json!(w.server))
+        })
+    })
     .await;
     until_graphql(&w.beta, &w.dave.token, HOME, json!({}), |d| {
         d["timeline"]["nodes"].as_array().is_some_and(|items| {
