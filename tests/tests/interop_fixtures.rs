@@ -523,11 +523,6 @@ fn exception(path: &str) -> Option<(Expected, &'static str, &'static str)> {
             "the announced post is named by id only and not served: it cannot be fetched",
             "could not be fetched",
         ),
-        "lemmy/wordpress/activities/announce.json" => (
-            not_applied("ignored"),
-            "a group announcing an Update: its id (#activity) fetches the Article, whose id differs",
-            "has another id",
-        ),
         "rebased/mastodon-undo-announce.json" => (
             not_applied("ignored"),
             "the undone Announce names its post by id only: nothing was reblogged",

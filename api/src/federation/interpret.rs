@@ -652,15 +652,15 @@ impl Worker {
                 object_type,
                 inline: true,
                 ..
-            } if object_type.as_deref() == Some("Create") => {
-                // A group announcing a member's post (FEP-1b12, Lemmy): the
-                // group shares the post the Create carries.
+            } if matches!(object_type.as_deref(), Some("Create" | "Update")) => {
+                // A group announcing a member's post or its edit (FEP-1b12,
+                // Lemmy): the group shares the post the activity carries.
                 let create = activity.object.inline().cloned().unwrap_or_default();
                 let Some(object_id) = create.get("object").and_then(|o| match o {
                     Value::String(id) => Some(id.clone()),
                     other => other.get("id").and_then(Value::as_str).map(str::to_owned),
                 }) else {
-                    return Ok(refused("the announced Create names no object"));
+                    return Ok(refused("the announced activity names no object"));
                 };
                 let inline = create
                     .get("object")
