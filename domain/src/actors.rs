@@ -117,8 +117,13 @@ impl ActorUris {
     /// The addresses of local actor `handle` on the server at `base` (an
     /// origin such as `https://example.com`, with or without a final `/`).
     pub fn local(base: &str, handle: &Handle) -> Self {
+        Self::under(base, "users", handle)
+    }
+
+    /// The addresses of a local actor at `{base}/{collection}/{handle}`.
+    pub(crate) fn under(base: &str, collection: &str, handle: &Handle) -> Self {
         let base = base.trim_end_matches('/');
-        let id = format!("{base}/users/{handle}");
+        let id = format!("{base}/{collection}/{handle}");
         Self {
             inbox: format!("{id}/inbox"),
             outbox: format!("{id}/outbox"),

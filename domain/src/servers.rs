@@ -96,17 +96,7 @@ pub fn channel_of(server: &str, uri: &str) -> Option<ChannelSlug> {
 impl ActorUris {
     /// The addresses of server `name` on the server at `base`.
     pub fn group(base: &str, name: &Handle) -> Self {
-        let base = base.trim_end_matches('/');
-        let id = format!("{base}/servers/{name}");
-        Self {
-            inbox: format!("{id}/inbox"),
-            outbox: format!("{id}/outbox"),
-            followers: format!("{id}/followers"),
-            following: format!("{id}/following"),
-            shared_inbox: format!("{base}/inbox"),
-            key_id: format!("{id}#main-key"),
-            id,
-        }
+        Self::under(base, "servers", name)
     }
 }
 

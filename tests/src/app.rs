@@ -94,6 +94,24 @@ pub async fn spawn_app_named(host: &str, settings: FederationSettings) -> TestAp
     spawn(Some(host), settings, options).await
 }
 
+/// Two servers under names of their own, `alpha.localhost` and
+/// `beta.localhost`, each reaching both names at 127.0.0.1 (the port is the
+/// URL's) and nothing else: all traffic stays on this machine.
+pub async fn spawn_app_pair() -> (TestApp, TestApp) {
+    let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+    let settings = FederationSettings {
+        allow_private_addresses: true,
+        resolve: vec![
+            ("alpha.localhost".to_owned(), loopback),
+            ("beta.localhost".to_owned(), loopback),
+        ],
+        ..FederationSettings::default()
+    };
+    let alpha = spawn_app_named("alpha.localhost", settings.clone()).await;
+    let beta = spawn_app_named("beta.localhost", settings).await;
+    (alpha, beta)
+}
+
 /// Starts a server whose received activities are stored but not
 /// interpreted until the test starts the interpreter
 /// ([`TestApp::start_interpreter`]): e.g. to record what older code made of

@@ -11,11 +11,9 @@
 //! Not covered, because Chorus never sends them: Update and Delete of an
 //! actor (no profile edits or account deletions yet).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use chorus_api::config::FederationSettings;
-use chorus_tests::app::{Account, TestApp, spawn_app_named};
+use chorus_tests::app::{Account, TestApp, spawn_app_pair};
 use chorus_tests::poll::{self, text};
 use serde_json::{Value, json};
 
@@ -178,19 +176,7 @@ struct Servers {
 
 impl Servers {
     async fn start() -> Self {
-        // Each server reaches both names at 127.0.0.1 (the port is the
-        // URL's), and nothing else: all traffic stays on this machine.
-        let loopback = IpAddr::from(Ipv4Addr::LOCALHOST);
-        let settings = FederationSettings {
-            allow_private_addresses: true,
-            resolve: vec![
-                ("alpha.localhost".to_owned(), loopback),
-                ("beta.localhost".to_owned(), loopback),
-            ],
-            ..FederationSettings::default()
-        };
-        let alpha = spawn_app_named("alpha.localhost", settings.clone()).await;
-        let beta = spawn_app_named("beta.localhost", settings).await;
+        let (alpha, beta) = spawn_app_pair().await;
         let alice = alpha.account("alice", false).await;
         let carol = alpha.account("carol", true).await;
         let bob = beta.account("bob", false).await;

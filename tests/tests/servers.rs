@@ -6,11 +6,9 @@
 //! a banned member's messages are refused. Every action goes through its
 //! real entry point (GraphQL, the inboxes, the delivery workers).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use chorus_api::config::FederationSettings;
-use chorus_tests::app::{Account, TestApp, spawn_app, spawn_app_named};
+use chorus_tests::app::{Account, TestApp, spawn_app, spawn_app_pair};
 use chorus_tests::poll::{self, text};
 use reqwest::header::ACCEPT;
 use serde_json::{Value, json};
@@ -61,17 +59,7 @@ struct World {
 
 impl World {
     async fn start() -> Self {
-        let loopback = IpAddr::from(Ipv4Addr::LOCALHOST);
-        let settings = FederationSettings {
-            allow_private_addresses: true,
-            resolve: vec![
-                ("alpha.localhost".to_owned(), loopback),
-                ("beta.localhost".to_owned(), loopback),
-            ],
-            ..FederationSettings::default()
-        };
-        let alpha = spawn_app_named("alpha.localhost", settings.clone()).await;
-        let beta = spawn_app_named("beta.localhost", settings).await;
+        let (alpha, beta) = spawn_app_pair().await;
         let alice = alpha.account("alice", false).await;
         let erin = alpha.account("erin", false).await;
         let bob = beta.account("bob", false).await;

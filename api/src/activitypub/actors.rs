@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::types::chrono::{DateTime, Utc};
 
 use super::errors::ApError;
-use super::html::{escape, page, paragraphs, strip_tags};
+use super::html::{actor_header, escape, page, paragraphs, strip_tags};
 use super::negotiation::{activity_json, html, negotiated, wants_activity_json};
 use super::objects::Tombstone;
 use super::{CONTEXT, authority, timestamp};
@@ -251,21 +251,12 @@ async fn profile_page(state: &AppState, handle: &Handle) -> Result<Response, ApE
 
 fn render_profile(profile: &ProfileRow, posts: &[RecentPost], host: &str) -> String {
     let actor = &profile.actor;
-    let mut body = format!(
-        "<main class=\"h-card\"><header><h1 class=\"p-name\">{}</h1>\
-         <p><a class=\"u-url\" href=\"{}\">@{}@{}</a></p>",
-        escape(actor.name()),
-        escape(&actor.uri),
-        escape(&actor.handle),
-        escape(host),
+    let mut body = actor_header(
+        actor.name(),
+        &actor.uri,
+        &format!("@{}@{host}", actor.handle),
+        actor.summary.as_deref(),
     );
-    if let Some(summary) = actor.summary.as_deref().filter(|s| !s.is_empty()) {
-        let _ = write!(
-            body,
-            "<p class=\"p-note\">{}</p>",
-            escape(&strip_tags(summary))
-        );
-    }
     let _ = write!(
         body,
         "<p><strong>{}</strong> posts · <strong>{}</strong> followers · \

@@ -65,6 +65,25 @@ pub fn paragraphs(text: &str) -> String {
         .collect()
 }
 
+/// The header of an actor's page up to its counts: its name, its address
+/// (`@alice@host` for accounts, `!rust@host` for servers) and its summary.
+pub fn actor_header(name: &str, uri: &str, address: &str, summary: Option<&str>) -> String {
+    let mut header = format!(
+        "<main class=\"h-card\"><header><h1 class=\"p-name\">{}</h1>\
+         <p><a class=\"u-url\" href=\"{}\">{}</a></p>",
+        escape(name),
+        escape(uri),
+        escape(address),
+    );
+    if let Some(summary) = summary.filter(|s| !s.is_empty()) {
+        header.push_str(&format!(
+            "<p class=\"p-note\">{}</p>",
+            escape(&strip_tags(summary))
+        ));
+    }
+    header
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

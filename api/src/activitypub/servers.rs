@@ -14,7 +14,7 @@ use sqlx::types::chrono::{DateTime, Utc};
 
 use super::actors::{Endpoints, Person, PublicKey};
 use super::errors::ApError;
-use super::html::{escape, page, paragraphs, strip_tags};
+use super::html::{actor_header, escape, page, paragraphs, strip_tags};
 use super::negotiation::{activity_json, html, negotiated, wants_activity_json};
 use super::{CONTEXT, authority, timestamp};
 use crate::http::AppState;
@@ -149,21 +149,12 @@ async fn server_page(state: &AppState, row: &ServerRow) -> Result<Response, ApEr
         .await?;
     let host = authority(&state.base_url);
     let name = row.display_name.as_deref().unwrap_or(&row.handle);
-    let mut body = format!(
-        "<main class=\"h-card\"><header><h1 class=\"p-name\">{}</h1>\
-         <p><a class=\"u-url\" href=\"{}\">!{}@{}</a></p>",
-        escape(name),
-        escape(&row.uri),
-        escape(&row.handle),
-        escape(host),
+    let mut body = actor_header(
+        name,
+        &row.uri,
+        &format!("!{}@{host}", row.handle),
+        row.summary.as_deref(),
     );
-    if let Some(summary) = row.summary.as_deref().filter(|s| !s.is_empty()) {
-        let _ = write!(
-            body,
-            "<p class=\"p-note\">{}</p>",
-            escape(&strip_tags(summary))
-        );
-    }
     let _ = write!(
         body,
         "<p><strong>{}</strong> members · {} membership</p><p>Channels: {}</p></header>\
