@@ -1,11 +1,10 @@
 //! What the subcommands of `chorus` do.
 
 use chorus_workers::delivery::admin::{self, JobFilter, JobState};
-use chorus_workers::erasure::{Erasure, ErasureOptions};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use chorus_postgres::{PgEventStore, PrivateCluster};
+use chorus_postgres::{LeaseOptions, LeaseSet, PgEventStore, PrivateCluster};
 use chorus_projections::Projections;
 use uuid::Uuid;
 
@@ -15,65 +14,94 @@ use tokio::net::TcpListener;
 use crate::config::Settings;
 use crate::database::Database;
 use crate::federation::Federation;
-use crate::federation::delivery::Delivery;
-use crate::federation::interpret::Interpreter;
 use crate::http::{AppState, router};
+use crate::roles::{self, Role, Subscribers};
 
-/// `chorus serve`: open (or provision) the database, migrate, serve until
-/// Ctrl-C or SIGTERM, then stop the private cluster if there is one.
-pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(settings.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.bind))?;
+/// `chorus serve --role ROLE`: open (or provision) the database, migrate,
+/// run what the role runs (see [`crate::roles`]) until Ctrl-C or SIGTERM,
+/// then stop the private cluster if there is one.
+pub async fn serve(settings: Settings, role: Role) -> anyhow::Result<()> {
+    let listener = if role.serves_http() {
+        Some(
+            TcpListener::bind(settings.bind)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.bind))?,
+        )
+    } else {
+        None
+    };
     let database = Database::open(&settings).await?;
     let result = async {
         chorus_postgres::migrate::run(&database.pool)
             .await
             .context("applying migrations")?;
-        let store = PgEventStore::new(database.pool.clone());
-        let projections = Arc::new(
-            Projections::start(store.clone())
+        let pool = database.pool.clone();
+        let store = PgEventStore::new(pool.clone());
+        let base_url = settings.base_url.as_str().trim_end_matches('/').to_owned();
+        let subscribers = Subscribers {
+            store: store.clone(),
+            base_url: base_url.clone(),
+            projections: Arc::new(
+                Projections::watch(pool.clone())
+                    .await
+                    .context("following the projections")?,
+            ),
+            board: roles::worker_board(pool.clone())
                 .await
-                .context("starting the projections")?,
-        );
-        let state = AppState::with_projections(
-            database.pool.clone(),
-            store.clone(),
-            &settings.base_url,
-            projections.clone(),
-        );
-        let federation = Arc::new(
-            Federation::new(
-                &settings.federation,
-                database.pool.clone(),
-                store.clone(),
-                &state.base_url,
-            )
-            .await
-            .context("starting federation")?,
-        );
-        Interpreter::start(App::new(store.clone(), &state.base_url), federation.clone())
-            .await
-            .context("starting the interpreter")?;
-        let delivery = Delivery::start(store.clone(), &federation, projections, &state.base_url)
-            .await
-            .context("starting delivery")?;
-        let _erasure = Erasure::start(
-            store,
-            Arc::new(delivery.planner.clone()),
-            ErasureOptions::default(),
-        )
-        .await
-        .context("starting the erasure")?;
-        let app = router(state.with_federation(federation));
-        tracing::info!(bind = %settings.bind, base_url = %settings.base_url, "serving");
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed")
+                .context("following the subscribers")?,
+            planned: Arc::new(tokio::sync::Notify::new()),
+        };
+        let federation = if role.serves_http() || role.works() {
+            Some(Arc::new(
+                Federation::new(&settings.federation, pool.clone(), store.clone(), &base_url)
+                    .await
+                    .context("starting federation")?,
+            ))
+        } else {
+            None
+        };
+        let mut leases = LeaseSet::default();
+        if role.projects() {
+            subscribers.projector(&mut leases);
+        }
+        let mut _senders = None;
+        if let Some(federation) = federation.as_ref().filter(|_| role.works()) {
+            subscribers.worker(&mut leases, federation.clone());
+            if role == Role::Worker || settings.federation.delivery_in_process {
+                _senders = Some(chorus_workers::delivery::Senders::start_counting(
+                    store.clone(),
+                    federation.fetcher.clone(),
+                    subscribers.planned.clone(),
+                    crate::federation::delivery::sender_options(&settings.federation),
+                    federation.delivery_outcomes.clone(),
+                ));
+            }
+        }
+        let _leases = roles::keep(leases, &pool, role, LeaseOptions::default());
+        match (listener, federation) {
+            (Some(listener), Some(federation)) => {
+                let state = AppState::with_projections(
+                    pool.clone(),
+                    store,
+                    &settings.base_url,
+                    subscribers.projections.clone(),
+                );
+                let app = router(state.with_federation(federation));
+                tracing::info!(%role, bind = %settings.bind, base_url = %settings.base_url, "serving");
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("the HTTP server failed")
+            }
+            _ => {
+                tracing::info!(%role, "running");
+                shutdown_signal().await;
+                Ok(())
+            }
+        }
     }
     .await;
     tracing::info!("shutting down");
@@ -81,38 +109,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     result
 }
 
-/// `chorus worker`: deliver outbound activities from the queue until Ctrl-C
-/// or SIGTERM, beside any other workers and servers on the same database
-/// (jobs are claimed under a lease, so none is sent by two at once).
+/// `chorus worker`: the same as `chorus serve --role worker`.
 pub async fn worker(settings: Settings) -> anyhow::Result<()> {
-    let database = Database::open(&settings).await?;
-    let result = async {
-        chorus_postgres::migrate::run(&database.pool)
-            .await
-            .context("applying migrations")?;
-        let store = PgEventStore::new(database.pool.clone());
-        let federation = Federation::new(
-            &settings.federation,
-            database.pool.clone(),
-            store.clone(),
-            settings.base_url.as_str().trim_end_matches('/'),
-        )
-        .await
-        .context("starting federation")?;
-        let _senders = chorus_workers::delivery::Senders::start(
-            store,
-            federation.fetcher.clone(),
-            Arc::new(tokio::sync::Notify::new()),
-            crate::federation::delivery::sender_options(&settings.federation),
-        );
-        tracing::info!("delivering");
-        shutdown_signal().await;
-        anyhow::Ok(())
-    }
-    .await;
-    tracing::info!("shutting down");
-    database.close().await;
-    result
+    serve(settings, Role::Worker).await
 }
 
 /// `chorus migrate`: apply pending migrations and exit.

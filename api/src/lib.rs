@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod history;
 pub mod http;
 pub mod keys;
+pub mod roles;
 pub mod tokens;
 
 pub use config::Settings;

@@ -30,9 +30,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve HTTP; without DATABASE_URL, provision and run a private Postgres cluster.
-    Serve,
-    /// Deliver outbound activities from the queue (beside `serve` and other workers).
+    /// Serve HTTP and run the log's subscribers; without DATABASE_URL,
+    /// provision and run a private Postgres cluster.
+    Serve {
+        /// What this process runs: `api` (HTTP), `projector` (the
+        /// projections), `worker` (deliveries, the interpreter, the
+        /// erasure) or `all`. Any number of processes can share a database:
+        /// each subscriber runs in one of them at a time, under a lease.
+        #[arg(long, env = "CHORUS_ROLE", default_value = "all")]
+        role: chorus_api::roles::Role,
+    },
+    /// The same as `serve --role worker`.
     Worker,
     /// Apply pending database migrations.
     Migrate,
@@ -387,7 +395,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => commands::serve(settings).await,
+            Command::Serve { role } => commands::serve(settings, role).await,
             Command::Worker => commands::worker(settings).await,
             Command::Migrate => commands::migrate(settings).await,
             Command::Cluster {

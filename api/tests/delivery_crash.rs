@@ -15,8 +15,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use chorus_tests::app::spawn_app;
+use chorus_tests::cli::{free_port, wait_ready};
 use chorus_tests::outbound::listen;
 use chorus_tests::pg::test_db;
+use chorus_tests::poll::until as eventually;
 use chorus_tests::remote::{KeyStyle, RemoteServer, deliver};
 use serde_json::{Value, json};
 
@@ -94,42 +96,10 @@ fn serve(database_url: &str, port: u16) -> Child {
         .unwrap_or_else(|e| panic!("cannot start chorus: {e}"))
 }
 
-async fn wait_ready(child: &mut Child, base: &str) {
-    let client = reqwest::Client::new();
-    for _ in 0..600 {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("chorus serve exited early with {status}");
-        }
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("chorus serve was not ready within 60 s");
-}
-
-/// Polls `check` every 50 ms for up to `secs` seconds.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_server_killed_with_a_backlog_delivers_everything_once_restarted() {
     let db = test_db().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = serve(&db.url, port);
 

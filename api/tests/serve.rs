@@ -2,18 +2,12 @@
 //! it provisions its own Postgres cluster, applies migrations, serves, and
 //! stops the cluster on SIGTERM; the data directory is kept across runs.
 
+use chorus_tests::cli::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chorus_postgres::{ClusterOptions, ClusterProfile, PrivateCluster};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
 
 /// A data directory the `postgres` user can reach even when tests run as root.
 fn data_dir(name: &str) -> PathBuf {

@@ -148,13 +148,18 @@ pub fn to_db(position: Position) -> (i64, i64) {
 
 /// How far a running subscriber of the log has got, to wait on.
 #[derive(Clone, Debug)]
-pub struct Progress(tokio::sync::watch::Receiver<Position>);
+pub struct Progress(pub(crate) tokio::sync::watch::Receiver<Position>);
 
 impl Progress {
     /// A progress starting at `start`, and what the subscriber moves it with.
     pub fn starting_at(start: Position) -> (tokio::sync::watch::Sender<Position>, Self) {
         let (sender, receiver) = tokio::sync::watch::channel(start);
         (sender, Self(receiver))
+    }
+
+    /// The progress a subscriber reports through its own channel.
+    pub fn following(receiver: tokio::sync::watch::Receiver<Position>) -> Self {
+        Self(receiver)
     }
 
     /// Waits until everything up to `position` is done; false after

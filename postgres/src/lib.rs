@@ -5,11 +5,15 @@
 pub mod checkpoints;
 pub mod cluster;
 pub mod group;
+pub mod leases;
 pub mod migrate;
 pub mod narrowed;
+pub mod progress;
 pub mod store;
 
 pub use cluster::{ClusterError, ClusterOptions, ClusterProfile, PrivateCluster};
 pub use group::{GroupAppender, GroupOptions};
+pub use leases::{LeaseOptions, LeaseSet, Leases};
 pub use narrowed::Narrowed;
+pub use progress::Board;
 pub use store::{NewStream, PgEventStore, StoreOptions};

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_domain::Position;
-use chorus_postgres::PgEventStore;
+use chorus_postgres::{Board, PgEventStore};
 use tokio::task::JoinHandle;
 
 pub use runner::{Progress, Projection, ProjectionError, run};
@@ -54,49 +54,102 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
-/// All projections, running. Dropping it stops them.
+/// The projections' progress as this process sees it, and those of them
+/// that run here. Dropping it stops those.
+///
+/// Built with [`Projections::start`] every projection runs in this process;
+/// built with [`Projections::watch`] none does (they run under leases, here
+/// or in other processes, see [`Projections::run_one`]) and their progress
+/// is heard from wherever they run.
 #[derive(Debug)]
 pub struct Projections {
-    progress: Vec<(&'static str, Progress)>,
+    board: Board,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// The names of every projection, as their checkpoints are called.
+pub fn names() -> Vec<&'static str> {
+    all().iter().map(|p| p.name()).collect()
+}
+
+/// One projection running in this process; dropping it stops it.
+#[derive(Debug)]
+pub struct Running {
+    board: Board,
+    name: &'static str,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.board.detach(self.name);
+    }
 }
 
 impl Projections {
     /// Starts every projection from its checkpoint, each in a task of its own.
     pub async fn start(store: PgEventStore) -> Result<Self, sqlx::Error> {
-        // Built up in place so that, if one fails to start, dropping the
-        // value stops those already started.
-        let mut started = Self {
-            progress: Vec::new(),
-            tasks: Vec::new(),
-        };
+        let mut started = Self::watch(store.pool().clone()).await?;
         for projection in all() {
             let name = projection.name();
             let (progress, task) = run(store.clone(), projection).await?;
-            started.progress.push((name, progress));
+            started.board.attach(
+                name,
+                chorus_postgres::checkpoints::Progress::following(progress.0),
+            );
             started.tasks.push(task);
         }
         Ok(started)
     }
 
+    /// Runs none here: follows the projections wherever they run.
+    pub async fn watch(pool: sqlx::PgPool) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            board: Board::start(pool, &names()).await?,
+            tasks: Vec::new(),
+        })
+    }
+
+    /// Starts the projection called `name` in this process (its lease was
+    /// won), its progress shown on this board and announced to others.
+    pub async fn run_one(&self, store: PgEventStore, name: &str) -> anyhow::Result<Running> {
+        let projection = all()
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| anyhow::anyhow!("no projection is called {name}"))?;
+        let name = projection.name();
+        let (progress, task) = run(store, projection).await?;
+        self.board.attach(
+            name,
+            chorus_postgres::checkpoints::Progress::following(progress.0),
+        );
+        Ok(Running {
+            board: self.board.clone(),
+            name,
+            task,
+        })
+    }
+
     /// Waits until every projection has applied everything up to `position`
     /// (an append's last position), so that a reader sees that write.
-    /// Returns false if `timeout` passes first or a projection stopped.
+    /// Returns false if `timeout` passes first.
     pub async fn wait_for(&self, position: Position, timeout: Duration) -> bool {
-        let waits = self.progress.iter().map(|(_, progress)| {
-            let mut progress = progress.clone();
-            async move { progress.reached(position).await }
-        });
-        tokio::time::timeout(timeout, futures::future::join_all(waits))
-            .await
-            .is_ok_and(|reached| reached.into_iter().all(|r| r))
+        self.board.reached(&names(), position, timeout).await
     }
 
     /// How far each projection has got, by name.
     pub fn positions(&self) -> Vec<(&'static str, Position)> {
-        self.progress
-            .iter()
-            .map(|(name, progress)| (*name, progress.position()))
+        let known = self.board.positions();
+        names()
+            .into_iter()
+            .map(|name| {
+                let at = known
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(Position::START, |(_, at)| *at);
+                (name, at)
+            })
             .collect()
     }
 }

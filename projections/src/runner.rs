@@ -139,7 +139,7 @@ pub fn runs<'a>(
 
 /// How far a running projection has got; watch it to wait for a position.
 #[derive(Clone, Debug)]
-pub struct Progress(watch::Receiver<Position>);
+pub struct Progress(pub(crate) watch::Receiver<Position>);
 
 impl Progress {
     /// The last position applied and committed.

@@ -1,7 +1,8 @@
 //! The `chorus` binary run as an operator runs it, against the database of
 //! a test server.
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use crate::app::TestApp;
 
@@ -23,4 +24,30 @@ pub fn run(binary: &str, app: &TestApp, args: &[&str]) -> (Option<i32>, String, 
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; a server binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until the `chorus serve` process `child` answers `/readyz` at
+/// `base`; fails if it exits first or takes over a minute.
+pub async fn wait_ready(child: &mut Child, base: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("chorus serve exited early with {status}");
+        }
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chorus serve at {base} was not ready within 60 s");
 }

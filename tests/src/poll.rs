@@ -29,6 +29,20 @@ where
     }
 }
 
+/// Polls `check` every 50 ms until it holds, for up to `secs` seconds;
+/// fails with `what` then.
+pub async fn until<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The one nullable text `sql` answers on `app` (`None` without a row),
 /// with `binds` as its text parameters.
 pub async fn text(app: &TestApp, sql: &str, binds: &[&str]) -> Option<String> {

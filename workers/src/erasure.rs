@@ -71,6 +71,25 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     async fn caught_up(&self, position: Position);
 }
 
+/// The planner wherever it runs (under its lease, in this process or
+/// another), as a progress board hears it.
+#[derive(Debug)]
+pub struct Planned(pub chorus_postgres::Board);
+
+#[async_trait]
+impl Upstream for Planned {
+    async fn caught_up(&self, position: Position) {
+        let planner = [crate::delivery::plan::SUBSCRIBER];
+        while !self
+            .0
+            .reached(&planner, position, Duration::from_secs(60))
+            .await
+        {
+            tracing::warn!(%position, "erasure waits for delivery planning");
+        }
+    }
+}
+
 #[async_trait]
 impl Upstream for crate::delivery::Planner {
     async fn caught_up(&self, position: Position) {
@@ -146,6 +165,11 @@ impl Erasure {
     /// The last position read.
     pub fn position(&self) -> Position {
         self.progress.position()
+    }
+
+    /// Its progress, to follow.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 }
 

@@ -82,7 +82,7 @@ pub fn sender_options(settings: &FederationSettings) -> SenderOptions {
 
 /// The projections of this process, as the planner waits for them.
 #[derive(Debug)]
-struct Projected(Arc<Projections>);
+pub struct Projected(pub Arc<Projections>);
 
 #[async_trait]
 impl ReadModels for Projected {

@@ -70,6 +70,7 @@ fn ignored(reason: impl Into<String>) -> Outcome {
 #[derive(Clone, Debug)]
 pub struct Interpreter {
     progress: Progress,
+    task: tokio::task::AbortHandle,
 }
 
 impl Interpreter {
@@ -102,8 +103,18 @@ impl Interpreter {
             federation,
             known_actors: Arc::default(),
         };
-        tokio::spawn(run(worker, main_pool, start, tx));
-        Ok(Self { progress })
+        let task = tokio::spawn(run(worker, main_pool, start, tx)).abort_handle();
+        Ok(Self { progress, task })
+    }
+
+    /// Its progress, to follow.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
+    /// Stops interpreting (its lease was lost); what is committed stays.
+    pub fn stop(&self) {
+        self.task.abort();
     }
 
     /// Waits until everything up to `position` is interpreted.

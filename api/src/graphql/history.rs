@@ -359,6 +359,9 @@ pub struct SubscriberStatus {
     pub position: String,
     pub lag_events: i64,
     pub lag_seconds: f64,
+    /// The process running it now, as its lease's session names it
+    /// (`chorus ROLE HOST pid N`); none when no process holds its lease.
+    pub held_by: Option<String>,
 }
 
 /// Every subscriber with a checkpoint: projections, the interpreter, the
@@ -367,16 +370,29 @@ pub(crate) async fn subscribers(ctx: &Context<'_>) -> Result<Vec<SubscriberStatu
     admin_only(ctx).await?;
     let s = ctx.data::<Services>()?;
     let mut out = Vec::new();
-    for (name, position) in chorus_postgres::checkpoints::list(&s.pool)
+    let positions = chorus_postgres::checkpoints::list(&s.pool)
         .await
-        .map_err(internal)?
-    {
+        .map_err(internal)?;
+    let leases: Vec<String> = positions
+        .iter()
+        .map(|(name, _)| crate::roles::lease_of(name))
+        .collect();
+    let holders = chorus_postgres::leases::holders(&s.pool, &leases)
+        .await
+        .map_err(internal)?;
+    for (name, position) in positions {
         let (lag_events, lag_seconds) = rebuilds::lag(&s.pool, position).await.map_err(internal)?;
+        let lease = crate::roles::lease_of(&name);
+        let held_by = holders
+            .iter()
+            .find(|(l, _)| *l == lease)
+            .and_then(|(_, holder)| holder.as_ref().map(|(holder, _)| holder.clone()));
         out.push(SubscriberStatus {
             name,
             position: position.to_string(),
             lag_events,
             lag_seconds,
+            held_by,
         });
     }
     Ok(out)

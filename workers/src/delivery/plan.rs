@@ -41,6 +41,7 @@ pub trait ReadModels: Send + Sync + std::fmt::Debug {
 #[derive(Clone, Debug)]
 pub struct Planner {
     progress: Progress,
+    task: tokio::task::AbortHandle,
 }
 
 impl Planner {
@@ -58,15 +59,19 @@ impl Planner {
             .unwrap_or(Position::START);
         let (progress, receiver) = Progress::starting_at(start);
         let local_prefix = format!("{}/", base_url.trim_end_matches('/'));
-        tokio::spawn(run(
+        let task = tokio::spawn(run(
             store,
             local_prefix,
             read_models,
             planned,
             start,
             progress,
-        ));
-        Ok(Self { progress: receiver })
+        ))
+        .abort_handle();
+        Ok(Self {
+            progress: receiver,
+            task,
+        })
     }
 
     /// Waits until everything up to `position` is planned.
@@ -77,6 +82,16 @@ impl Planner {
     /// The last position planned.
     pub fn position(&self) -> Position {
         self.progress.position()
+    }
+
+    /// Its progress, to follow.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
+    /// Stops planning (its lease was lost); what is committed stays.
+    pub fn stop(&self) {
+        self.task.abort();
     }
 }
 
