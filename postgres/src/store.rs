@@ -701,32 +701,7 @@ fn into_event(row: EventRow) -> Result<RecordedEvent, EventStoreError> {
 }
 
 pub(crate) fn validate(events: &[NewEvent]) -> Result<(), EventStoreError> {
-    let invalid = |why: String| Err(EventStoreError::InvalidAppend(why));
-    if events.is_empty() {
-        return invalid("an append needs at least one event".into());
-    }
-    if events.len() > MAX_BATCH {
-        return invalid(format!(
-            "at most {MAX_BATCH} events per append, got {}",
-            events.len()
-        ));
-    }
-    let mut ids = HashSet::with_capacity(events.len());
-    for event in events {
-        if event.event_type.is_empty() {
-            return invalid(format!("event {} has an empty type", event.id));
-        }
-        if event.schema_version == 0 {
-            return invalid(format!(
-                "event {} has schema version 0 (versions start at 1)",
-                event.id
-            ));
-        }
-        if !ids.insert(event.id) {
-            return invalid(format!("event id {} appears twice in one append", event.id));
-        }
-    }
-    Ok(())
+    chorus_domain::validate_append(events, MAX_BATCH)
 }
 
 const EVENT_ID_KEY: &str = "events_event_id_key";
