@@ -22,6 +22,9 @@ use crate::http::{AppState, router};
 /// `chorus serve`: open (or provision) the database, migrate, serve until
 /// Ctrl-C or SIGTERM, then stop the private cluster if there is one.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    if let Some(refusal) = crate::events::migrate::serve_refusal(&settings) {
+        anyhow::bail!(refusal);
+    }
     let listener = TcpListener::bind(settings.bind)
         .await
         .with_context(|| format!("cannot listen on {}", settings.bind))?;

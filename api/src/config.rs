@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
-mod event_store;
+pub mod event_store;
 pub use event_store::EventStoreSetting;
 
 /// A value that must never reach a log: its `Debug` and `Display` print a placeholder.

@@ -780,16 +780,16 @@ FROM (SELECT coalesce(max(stream_version), 0) AS version
 );
 
 /// The columns of an append, ready to bind.
-struct Batch<'a> {
-    ids: Vec<Uuid>,
-    types: Vec<&'a str>,
-    schema_versions: Vec<i32>,
-    payloads: Vec<&'a str>,
-    metadata: Vec<String>,
+pub(crate) struct Batch<'a> {
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) types: Vec<&'a str>,
+    pub(crate) schema_versions: Vec<i32>,
+    pub(crate) payloads: Vec<&'a str>,
+    pub(crate) metadata: Vec<String>,
 }
 
 impl<'a> Batch<'a> {
-    fn new(events: &'a [NewEvent]) -> Result<Self, EventStoreError> {
+    pub(crate) fn new(events: &'a [NewEvent]) -> Result<Self, EventStoreError> {
         Ok(Self {
             ids: events.iter().map(|e| e.id.0).collect(),
             types: events.iter().map(|e| e.event_type.as_str()).collect(),
@@ -850,7 +850,7 @@ impl<'a> Batch<'a> {
 }
 
 /// The outcome of a fresh append, in the order the events were given.
-fn appended(events: &[NewEvent], rows: Vec<(Uuid, i64, i64, i64)>) -> AppendOutcome {
+pub(crate) fn appended(events: &[NewEvent], rows: Vec<(Uuid, i64, i64, i64)>) -> AppendOutcome {
     outcome_from(events, rows, false)
 }
 
@@ -880,7 +880,7 @@ fn outcome_from(
 
 /// If the batch's ids are already stored: the original outcome when all of
 /// them are, a refusal when only some are, `None` when none is.
-async fn existing<'e>(
+pub(crate) async fn existing<'e>(
     executor: impl PgExecutor<'e>,
     events: &[NewEvent],
 ) -> Result<Option<AppendOutcome>, EventStoreError> {
@@ -903,7 +903,7 @@ async fn existing<'e>(
 }
 
 /// The version conflict, with the stream's actual version.
-async fn conflict<'e>(
+pub(crate) async fn conflict<'e>(
     executor: impl PgExecutor<'e>,
     stream: &StreamId,
     expected: ExpectedVersion,
@@ -939,7 +939,7 @@ fn violated(error: &sqlx::Error) -> Option<&str> {
     }
 }
 
-fn backend(error: sqlx::Error) -> EventStoreError {
+pub(crate) fn backend(error: sqlx::Error) -> EventStoreError {
     EventStoreError::Backend(Box::new(error))
 }
 
