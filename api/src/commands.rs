@@ -21,6 +21,9 @@ use crate::roles::{self, Role, Subscribers};
 /// run what the role runs (see [`crate::roles`]) until Ctrl-C or SIGTERM,
 /// then stop the private cluster if there is one.
 pub async fn serve(settings: Settings, role: Role) -> anyhow::Result<()> {
+    if let Some(refusal) = crate::events::migrate::serve_refusal(&settings) {
+        anyhow::bail!(refusal);
+    }
     let listener = if role.serves_http() {
         Some(
             TcpListener::bind(settings.bind)

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
+pub mod event_store;
+pub use event_store::EventStoreSetting;
+
 /// A value that must never reach a log: its `Debug` and `Display` print a placeholder.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -52,6 +55,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     pub federation: FederationSettings,
+    /// Where the event log lives (`CHORUS_EVENT_STORE`).
+    pub event_store: EventStoreSetting,
 }
 
 /// How Chorus talks to other servers.
@@ -125,6 +130,7 @@ struct FileSettings {
     delivery_concurrency: Option<usize>,
     delivery_per_host: Option<usize>,
     delivery_lease_secs: Option<u64>,
+    event_store: Option<String>,
 }
 
 /// Why the settings could not be loaded.
@@ -152,6 +158,13 @@ pub enum ConfigError {
     },
     #[error("{name}: `{value}` must be `text` or `json`")]
     LogFormat { name: &'static str, value: String },
+    #[error("{name}: `{value}` is not an event store: {reason}")]
+    EventStore {
+        name: &'static str,
+        /// Shown with its password replaced.
+        value: String,
+        reason: String,
+    },
     #[error("{name}: `{value}` is not {expected}")]
     Value {
         name: &'static str,
@@ -289,7 +302,15 @@ impl Settings {
             )?,
             resolve: defaults.resolve,
         };
+        let event_store = match env("CHORUS_EVENT_STORE") {
+            Some(value) => EventStoreSetting::parse("CHORUS_EVENT_STORE", &value)?,
+            None => match from_file.event_store {
+                Some(value) => EventStoreSetting::parse("event_store", &value)?,
+                None => EventStoreSetting::Postgres,
+            },
+        };
         Ok(Self {
+            event_store,
             federation,
             database_url: env("DATABASE_URL")
                 .map(Secret::new)

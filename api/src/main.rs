@@ -361,6 +361,19 @@ enum EventAction {
         #[arg(long = "type")]
         types: Vec<String>,
     },
+    /// Copy the log between this server's Postgres and another log (a
+    /// KurrentDB server, or another Postgres database), resuming where an
+    /// earlier copy stopped.
+    Migrate {
+        /// Copy this server's log to this log (`kurrentdb://…`, `esdb://…`
+        /// or `postgres://…`), which must be empty or a prefix of it.
+        #[arg(long, required_unless_present = "from", conflicts_with = "from")]
+        to: Option<String>,
+        /// Copy this log into this server's, which must be empty or a
+        /// prefix of it.
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 /// How exported events are written.
@@ -461,6 +474,16 @@ fn main() -> ExitCode {
                     types: (!types.is_empty()).then_some(types),
                 };
                 commands::export_events(settings, range, output).await
+            }
+            Command::Events {
+                action: EventAction::Migrate { to, from },
+            } => {
+                use chorus_api::events::migrate::{self, Direction};
+                match (to, from) {
+                    (Some(to), _) => migrate::run(settings, Direction::To(to)).await,
+                    (None, Some(from)) => migrate::run(settings, Direction::From(from)).await,
+                    (None, None) => Err(anyhow::anyhow!("give --to URL or --from URL")),
+                }
             }
             Command::Tokens {
                 action: TokenAction::Revoke { token_id },

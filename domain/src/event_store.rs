@@ -449,6 +449,38 @@ pub enum EventStoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Checks the rules every store applies to an append before writing
+/// anything: at least one and at most `max_batch` events, each with a
+/// non-empty type, a schema version from 1, and an id of its own.
+pub fn validate_append(events: &[NewEvent], max_batch: usize) -> Result<(), EventStoreError> {
+    let invalid = |why: String| Err(EventStoreError::InvalidAppend(why));
+    if events.is_empty() {
+        return invalid("an append needs at least one event".into());
+    }
+    if events.len() > max_batch {
+        return invalid(format!(
+            "at most {max_batch} events per append, got {}",
+            events.len()
+        ));
+    }
+    let mut ids = std::collections::HashSet::with_capacity(events.len());
+    for event in events {
+        if event.event_type.is_empty() {
+            return invalid(format!("event {} has an empty type", event.id));
+        }
+        if event.schema_version == 0 {
+            return invalid(format!(
+                "event {} has schema version 0 (versions start at 1)",
+                event.id
+            ));
+        }
+        if !ids.insert(event.id) {
+            return invalid(format!("event id {} appears twice in one append", event.id));
+        }
+    }
+    Ok(())
+}
+
 /// A stream of events from a subscription: catch-up first, then live.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<RecordedEvent, EventStoreError>> + Send>>;
 

@@ -53,6 +53,6 @@ pub mod signatures;
 pub use event_store::{
     AppendOutcome, AppendedEvent, EventId, EventStore, EventStoreError, EventStream,
     ExpectedVersion, Metadata, NewEvent, Payload, Position, RecordedEvent, SignatureVerdict,
-    StreamId, StreamIdError,
+    StreamId, StreamIdError, validate_append,
 };
 pub use events::DomainEvent;

@@ -5,6 +5,7 @@
 pub mod checkpoints;
 pub mod cluster;
 pub mod group;
+mod import;
 pub mod leases;
 pub mod migrate;
 pub mod narrowed;

@@ -701,32 +701,7 @@ fn into_event(row: EventRow) -> Result<RecordedEvent, EventStoreError> {
 }
 
 pub(crate) fn validate(events: &[NewEvent]) -> Result<(), EventStoreError> {
-    let invalid = |why: String| Err(EventStoreError::InvalidAppend(why));
-    if events.is_empty() {
-        return invalid("an append needs at least one event".into());
-    }
-    if events.len() > MAX_BATCH {
-        return invalid(format!(
-            "at most {MAX_BATCH} events per append, got {}",
-            events.len()
-        ));
-    }
-    let mut ids = HashSet::with_capacity(events.len());
-    for event in events {
-        if event.event_type.is_empty() {
-            return invalid(format!("event {} has an empty type", event.id));
-        }
-        if event.schema_version == 0 {
-            return invalid(format!(
-                "event {} has schema version 0 (versions start at 1)",
-                event.id
-            ));
-        }
-        if !ids.insert(event.id) {
-            return invalid(format!("event id {} appears twice in one append", event.id));
-        }
-    }
-    Ok(())
+    chorus_domain::validate_append(events, MAX_BATCH)
 }
 
 const EVENT_ID_KEY: &str = "events_event_id_key";
@@ -805,16 +780,16 @@ FROM (SELECT coalesce(max(stream_version), 0) AS version
 );
 
 /// The columns of an append, ready to bind.
-struct Batch<'a> {
-    ids: Vec<Uuid>,
-    types: Vec<&'a str>,
-    schema_versions: Vec<i32>,
-    payloads: Vec<&'a str>,
-    metadata: Vec<String>,
+pub(crate) struct Batch<'a> {
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) types: Vec<&'a str>,
+    pub(crate) schema_versions: Vec<i32>,
+    pub(crate) payloads: Vec<&'a str>,
+    pub(crate) metadata: Vec<String>,
 }
 
 impl<'a> Batch<'a> {
-    fn new(events: &'a [NewEvent]) -> Result<Self, EventStoreError> {
+    pub(crate) fn new(events: &'a [NewEvent]) -> Result<Self, EventStoreError> {
         Ok(Self {
             ids: events.iter().map(|e| e.id.0).collect(),
             types: events.iter().map(|e| e.event_type.as_str()).collect(),
@@ -875,7 +850,7 @@ impl<'a> Batch<'a> {
 }
 
 /// The outcome of a fresh append, in the order the events were given.
-fn appended(events: &[NewEvent], rows: Vec<(Uuid, i64, i64, i64)>) -> AppendOutcome {
+pub(crate) fn appended(events: &[NewEvent], rows: Vec<(Uuid, i64, i64, i64)>) -> AppendOutcome {
     outcome_from(events, rows, false)
 }
 
@@ -905,7 +880,7 @@ fn outcome_from(
 
 /// If the batch's ids are already stored: the original outcome when all of
 /// them are, a refusal when only some are, `None` when none is.
-async fn existing<'e>(
+pub(crate) async fn existing<'e>(
     executor: impl PgExecutor<'e>,
     events: &[NewEvent],
 ) -> Result<Option<AppendOutcome>, EventStoreError> {
@@ -928,7 +903,7 @@ async fn existing<'e>(
 }
 
 /// The version conflict, with the stream's actual version.
-async fn conflict<'e>(
+pub(crate) async fn conflict<'e>(
     executor: impl PgExecutor<'e>,
     stream: &StreamId,
     expected: ExpectedVersion,
@@ -964,7 +939,7 @@ fn violated(error: &sqlx::Error) -> Option<&str> {
     }
 }
 
-fn backend(error: sqlx::Error) -> EventStoreError {
+pub(crate) fn backend(error: sqlx::Error) -> EventStoreError {
     EventStoreError::Backend(Box::new(error))
 }
 

@@ -5,6 +5,7 @@
 //! `ndjson` the HTTP endpoint.
 
 pub mod export;
+pub mod migrate;
 pub mod ndjson;
 
 use std::str::FromStr;
