@@ -41,7 +41,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             store.clone(),
             &settings.base_url,
             projections.clone(),
-        );
+        )
+        .with_reads(database.reads.clone());
         let federation = Arc::new(
             Federation::new(
                 &settings.federation,
