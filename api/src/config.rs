@@ -440,7 +440,8 @@ mod tests {
 
     #[test]
     fn the_read_replica_comes_from_the_file_or_the_environment() {
-        let file = "database_read_url = \"postgres://u:file@replica/chorus\"\nread_max_lag_ms = 500\n";
+        let file =
+            "database_read_url = \"postgres://u:file@replica/chorus\"\nread_max_lag_ms = 500\n";
         let s = load(Some(file), &[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             s.read_replica.url.as_ref().map(Secret::expose),

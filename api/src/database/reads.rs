@@ -199,7 +199,11 @@ async fn monitor(primary: PgPool, replica: PgPool, max_lag: Duration, state: Arc
         // The time is taken before asking: everything visible on the
         // primary by then was inserted before the position it answers.
         let taken = Instant::now();
-        match sample(&primary, "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8").await
+        match sample(
+            &primary,
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8",
+        )
+        .await
         {
             Ok(Some(lsn)) => {
                 ring.push_back((taken, lsn));
@@ -222,20 +226,20 @@ async fn monitor(primary: PgPool, replica: PgPool, max_lag: Duration, state: Arc
             ring.pop_front();
         }
         if block.is_none() {
-            block = sample(
-                &primary,
-                "SELECT current_setting('wal_block_size')::int8",
-            )
-            .await
-            .ok()
-            .flatten();
+            block = sample(&primary, "SELECT current_setting('wal_block_size')::int8")
+                .await
+                .ok()
+                .flatten();
         }
         let block = block.unwrap_or(DEFAULT_BLOCK);
 
-        let replay = sample(&replica, "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8")
-            .await
-            .map_err(|e| Unusable::Unreachable(e.to_string()))
-            .and_then(|lsn| lsn.ok_or(Unusable::NotAStandby));
+        let replay = sample(
+            &replica,
+            "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8",
+        )
+        .await
+        .map_err(|e| Unusable::Unreachable(e.to_string()))
+        .and_then(|lsn| lsn.ok_or(Unusable::NotAStandby));
         let now = Instant::now();
         let mut state = lock(&state);
         match &replay {
@@ -256,7 +260,11 @@ async fn monitor(primary: PgPool, replica: PgPool, max_lag: Duration, state: Arc
             }
         }
         let staleness = state.staleness(now);
-        let entry = if state.usable { max_lag } else { max_lag * 3 / 4 };
+        let entry = if state.usable {
+            max_lag
+        } else {
+            max_lag * 3 / 4
+        };
         let usable = replay.is_ok()
             && state
                 .fresh_as_of

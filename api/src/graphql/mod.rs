@@ -131,9 +131,7 @@ pub fn route_reads(
     let name = request.operation_name.clone();
     let is_query = request.parsed_query().is_ok_and(|document| {
         let operation = match (&document.operations, name) {
-            (DocumentOperations::Multiple(operations), Some(name)) => {
-                operations.get(name.as_str())
-            }
+            (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str()),
             (DocumentOperations::Single(operation), None) => Some(operation),
             (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
                 operations.values().next()
