@@ -88,7 +88,8 @@ pub async fn serve(settings: Settings, role: Role) -> anyhow::Result<()> {
                     store,
                     &settings.base_url,
                     subscribers.projections.clone(),
-                );
+                )
+                .with_reads(database.reads.clone());
                 let app = router(state.with_federation(federation));
                 tracing::info!(%role, bind = %settings.bind, base_url = %settings.base_url, "serving");
                 axum::serve(

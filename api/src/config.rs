@@ -57,6 +57,27 @@ pub struct Settings {
     pub federation: FederationSettings,
     /// Where the event log lives (`CHORUS_EVENT_STORE`).
     pub event_store: EventStoreSetting,
+    pub read_replica: ReadReplicaSettings,
+}
+
+/// A Postgres read replica (a streaming standby of the database) for
+/// GraphQL queries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadReplicaSettings {
+    /// The replica; without it, every read goes to the primary.
+    pub url: Option<Secret>,
+    /// The most the replica may lag behind the primary, in milliseconds,
+    /// for queries to read from it; beyond that they read from the primary.
+    pub max_lag_ms: u64,
+}
+
+impl Default for ReadReplicaSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_lag_ms: 2000,
+        }
+    }
 }
 
 /// How Chorus talks to other servers.
@@ -131,6 +152,8 @@ struct FileSettings {
     delivery_per_host: Option<usize>,
     delivery_lease_secs: Option<u64>,
     event_store: Option<String>,
+    database_read_url: Option<Secret>,
+    read_max_lag_ms: Option<u64>,
 }
 
 /// Why the settings could not be loaded.
@@ -309,9 +332,22 @@ impl Settings {
                 None => EventStoreSetting::Postgres,
             },
         };
+        let read_replica = ReadReplicaSettings {
+            url: env("DATABASE_READ_URL")
+                .map(Secret::new)
+                .or(from_file.database_read_url),
+            max_lag_ms: setting(
+                &env,
+                "CHORUS_READ_MAX_LAG_MS",
+                from_file.read_max_lag_ms,
+                ReadReplicaSettings::default().max_lag_ms,
+                "a number of milliseconds",
+            )?,
+        };
         Ok(Self {
             event_store,
             federation,
+            read_replica,
             database_url: env("DATABASE_URL")
                 .map(Secret::new)
                 .or(from_file.database_url),
@@ -420,6 +456,33 @@ mod tests {
         assert_eq!(s.database_url, None);
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.federation, FederationSettings::default());
+        assert_eq!(s.read_replica, ReadReplicaSettings::default());
+    }
+
+    #[test]
+    fn the_read_replica_comes_from_the_file_or_the_environment() {
+        let file =
+            "database_read_url = \"postgres://u:file@replica/chorus\"\nread_max_lag_ms = 500\n";
+        let s = load(Some(file), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.read_replica.url.as_ref().map(Secret::expose),
+            Some("postgres://u:file@replica/chorus")
+        );
+        assert_eq!(s.read_replica.max_lag_ms, 500);
+        let s = load(
+            Some(file),
+            &[
+                ("DATABASE_READ_URL", "postgres://u:hunter2@other/chorus"),
+                ("CHORUS_READ_MAX_LAG_MS", "250"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.read_replica.max_lag_ms, 250);
+        assert!(!format!("{s:?}").contains("hunter2"));
+        match load(None, &[("CHORUS_READ_MAX_LAG_MS", "soon")]) {
+            Err(e) => assert!(e.to_string().starts_with("CHORUS_READ_MAX_LAG_MS")),
+            Ok(s) => panic!("accepted {s:?}"),
+        }
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! Opening the database: the configured one, or a private cluster.
+//! Opening the database: the configured one, or a private cluster, and
+//! the read replica if one is configured.
+
+pub mod reads;
 
 use std::time::Duration;
 
@@ -8,11 +11,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::config::Settings;
+pub use reads::ReadPool;
 
 /// The database a process works with, and the private cluster behind it, if any.
 #[derive(Debug)]
 pub struct Database {
     pub pool: PgPool,
+    /// Where GraphQL queries read: [`Database::pool`], or the read replica
+    /// (`DATABASE_READ_URL`) while it is fresh enough.
+    pub reads: ReadPool,
     cluster: Option<PrivateCluster>,
 }
 
@@ -50,23 +57,45 @@ impl Database {
                 (options, Some(cluster))
             }
         };
-        let target = format!(
-            "{}:{}/{}",
-            options.get_host(),
-            options.get_port(),
-            options.get_database().unwrap_or("")
-        );
+        let primary = target(&options);
         let pool = PgPoolOptions::new()
             .max_connections(32)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
-            .with_context(|| format!("cannot connect to the database at {target}"))?;
-        Ok(Self { pool, cluster })
+            .with_context(|| format!("cannot connect to the database at {primary}"))?;
+        let reads = match &settings.read_replica.url {
+            Some(url) => {
+                let options: PgConnectOptions = url
+                    .expose()
+                    .parse()
+                    .context("DATABASE_READ_URL is not a valid Postgres URL")?;
+                let max_lag = Duration::from_millis(settings.read_replica.max_lag_ms);
+                tracing::info!(
+                    replica = %target(&options),
+                    max_lag_ms = settings.read_replica.max_lag_ms,
+                    "GraphQL queries may read from the read replica"
+                );
+                // Connected on first use: a replica that is down at start
+                // only sends reads to the primary until it is up.
+                let replica = PgPoolOptions::new()
+                    .max_connections(32)
+                    .acquire_timeout(Duration::from_secs(2))
+                    .connect_lazy_with(options);
+                ReadPool::with_replica(pool.clone(), replica, max_lag)
+            }
+            None => ReadPool::primary(pool.clone()),
+        };
+        Ok(Self {
+            pool,
+            reads,
+            cluster,
+        })
     }
 
     /// Closes the pool and stops the private cluster, if Chorus runs one.
     pub async fn close(self) {
+        self.reads.close().await;
         self.pool.close().await;
         if let Some(cluster) = self.cluster {
             match cluster.stop().await {
@@ -77,6 +106,16 @@ impl Database {
             }
         }
     }
+}
+
+/// Where `options` point, without credentials: `host:port/database`.
+fn target(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    )
 }
 
 async fn create_database(cluster: &PrivateCluster) -> anyhow::Result<()> {

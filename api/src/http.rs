@@ -11,6 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use chorus_projections::Projections;
 
 use crate::app::App;
+use crate::database::ReadPool;
 use crate::federation::Federation;
 use crate::graphql::{self, Analytics, ChorusSchema, Viewer};
 use crate::tokens::{self, Bearer};
@@ -31,6 +32,8 @@ pub struct AppState {
     /// The inbox and remote fetches; `None` where a test or tool serves
     /// only the local surface.
     pub federation: Option<Arc<Federation>>,
+    /// Where GraphQL queries read (see [`AppState::with_reads`]).
+    pub reads: ReadPool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -67,12 +70,22 @@ impl AppState {
         let base_url = base_url.as_str().trim_end_matches('/').to_owned();
         let app = App::new(store.clone(), &base_url);
         Self {
-            pool,
+            pool: pool.clone(),
             store,
             base_url,
             schema: graphql::schema(app, projections),
             federation: None,
+            reads: ReadPool::primary(pool),
         }
+    }
+
+    /// The same state, its GraphQL queries reading from `reads` (a read
+    /// replica while it is fresh enough). Everything else — mutations and
+    /// what they answer, subscriptions, token checks, the inbox and the
+    /// ActivityPub endpoints — keeps to [`AppState::pool`].
+    pub fn with_reads(mut self, reads: ReadPool) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// The same state, with the inbox and remote fetches running.
@@ -129,6 +142,7 @@ async fn graphql_request(
                 .into_response();
         }
     };
+    let request = graphql::route_reads(request, &state.reads);
     GraphQLResponse::from(state.schema.execute(request).await).into_response()
 }
 

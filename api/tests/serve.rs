@@ -41,6 +41,8 @@ fn chorus(args: &[&str], env: &[(&str, String)]) -> Command {
 struct Server {
     child: Child,
     base: String,
+    /// Its stderr.
+    log: PathBuf,
 }
 
 impl Server {
@@ -53,18 +55,18 @@ impl Server {
         ];
         env.extend(extra.iter().cloned());
         // The server's log goes next to its data, for a look when a test fails.
-        let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("chorus-serve-test-{port}.log")),
-        )
-        .unwrap_or_else(|e| panic!("cannot create the server log: {e}"));
+        let log = std::env::temp_dir().join(format!("chorus-serve-test-{port}.log"));
+        let stderr = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("cannot create the server log: {e}"));
         let child = chorus(&["serve"], &env)
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start chorus: {e}"));
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            log,
         }
     }
 
@@ -185,26 +187,154 @@ fn bad_configuration_fails_fast_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("CHORUS_BIND"), "{stderr}");
 
-    let output = chorus(
-        &["serve"],
-        &[
-            (
-                "DATABASE_URL",
-                "postgres://chorus:secret-pw@127.0.0.1:1/none".into(),
-            ),
-            ("CHORUS_BIND", format!("127.0.0.1:{}", free_port())),
-        ],
-    )
-    .output()
-    .unwrap_or_else(|e| panic!("{e}"));
+    refused(
+        &[(
+            "DATABASE_URL",
+            "postgres://chorus:secret-pw@127.0.0.1:1/none".into(),
+        )],
+        "cannot connect to the database at 127.0.0.1:1/none",
+        "secret-pw",
+    );
+}
+
+/// `chorus serve` with `env` fails, saying `says`, and never shows `secret`.
+fn refused(env: &[(&str, String)], says: &str, secret: &str) {
+    let mut env = env.to_vec();
+    env.push(("CHORUS_BIND", format!("127.0.0.1:{}", free_port())));
+    let output = chorus(&["serve"], &env)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("cannot connect to the database at 127.0.0.1:1/none"),
-        "{stderr}"
+    assert!(stderr.contains(says), "{stderr}");
+    assert!(!stderr.contains(secret), "the password leaked: {stderr}");
+}
+
+/// A gauge from `server`'s `/metrics`, `None` when it is not there.
+async fn gauge(server: &Server, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits (up to a minute) until `server`'s queries read from its replica,
+/// or with `false`, from the primary.
+async fn until_replica_in_use(server: &Server, in_use: bool) {
+    let want = if in_use { 1.0 } else { 0.0 };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = gauge(server, "chorus_read_replica_in_use").await;
+        if seen == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chorus_read_replica_in_use still {seen:?}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_reads_from_database_read_url_while_it_is_up() {
+    let replicated = chorus_tests::replica::Replicated::start().await;
+    let db = chorus_tests::pg::empty_db_on(&replicated.primary_admin_url()).await;
+    let read_url = replicated.standby_url(&db.name);
+    let parsed = url::Url::parse(&read_url).unwrap_or_else(|e| panic!("{e}"));
+    let password = parsed
+        .password()
+        .unwrap_or_else(|| panic!("the standby's URL has no password"))
+        .to_owned();
+    let replica = format!(
+        "127.0.0.1:{}/{}",
+        parsed.port().unwrap_or_default(),
+        db.name
     );
-    assert!(
-        !stderr.contains("secret-pw"),
-        "the password leaked: {stderr}"
+
+    // A read URL that is not one is refused, without showing it.
+    refused(
+        &[
+            ("DATABASE_URL", db.url.clone()),
+            (
+                "DATABASE_READ_URL",
+                format!("postgres://u:{password}@127.0.0.1:port/x"),
+            ),
+        ],
+        "DATABASE_READ_URL is not a valid Postgres URL",
+        &password,
     );
+
+    let unused = data_dir("replica");
+    let mut server = Server::start(
+        &unused,
+        &[
+            ("DATABASE_URL", db.url.clone()),
+            ("DATABASE_READ_URL", read_url),
+            ("CHORUS_READ_MAX_LAG_MS", "5000".into()),
+        ],
+    );
+    assert_eq!(server.wait_ready().await["status"], "ready");
+    until_replica_in_use(&server, true).await;
+    assert_eq!(
+        gauge(&server, "chorus_read_replica_max_lag_seconds").await,
+        Some(5.0)
+    );
+    replicated.stop_standby().await;
+    until_replica_in_use(&server, false).await;
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/graphql", server.base))
+        .json(&serde_json::json!({ "query": "{ servers { name } }" }))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .unwrap_or_else(|e| panic!("POST /graphql: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("POST /graphql: {e}"));
+    assert_eq!(answer, serde_json::json!({ "data": { "servers": [] } }));
+    let log_path = server.log.clone();
+    assert!(server.terminate().success());
+
+    let log = std::fs::read_to_string(&log_path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!log.contains(&password), "the password leaked: {log}");
+    // The replica is named by host, port and database only.
+    assert!(
+        log.lines().any(
+            |l| l.contains("GraphQL queries may read from the read replica")
+                && l.contains(&replica)
+        ),
+        "{log}"
+    );
+    // Each switch is logged once: to the replica once it was in use, to the
+    // primary once it was stopped, and (should a loaded machine have made
+    // it lag meanwhile) never twice the same way in a row.
+    let switches: Vec<bool> = log
+        .lines()
+        .filter_map(|line| {
+            if line.contains("reads go to the read replica") {
+                Some(true)
+            } else if line.contains("reads go to the primary") {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(switches.first(), Some(&true), "{log}");
+    assert_eq!(switches.last(), Some(&false), "{log}");
+    assert!(switches.windows(2).all(|w| w[0] != w[1]), "{log}");
+    assert!(
+        log.lines()
+            .rfind(|l| l.contains("reads go to the primary"))
+            .is_some_and(|l| l.contains("the read replica cannot be reached")),
+        "{log}"
+    );
+    let _ = std::fs::remove_file(&log_path);
+    let _ = std::fs::remove_dir_all(&unused);
 }

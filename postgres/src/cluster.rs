@@ -102,41 +102,7 @@ impl PrivateCluster {
     /// A cluster already running in `data_dir` (left behind by a crash, or
     /// started by a parallel test process) is adopted.
     pub async fn start(options: &ClusterOptions) -> Result<Self, ClusterError> {
-        let bin_dir = find_binaries().ok_or(ClusterError::BinariesNotFound)?;
-        let run_as = if current_uid()? == 0 {
-            Some(postgres_user()?.ok_or(ClusterError::NoPostgresUser)?)
-        } else {
-            None
-        };
-        let data_dir = absolute(&options.data_dir)?;
-        tokio::fs::create_dir_all(&data_dir)
-            .await
-            .map_err(io_error(format!("creating {}", data_dir.display())))?;
-        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io_error(format!("restricting {}", data_dir.display())))?;
-        if let Some(user) = &run_as {
-            std::os::unix::fs::chown(&data_dir, Some(user.uid), Some(user.gid)).map_err(
-                io_error(format!("giving {} to {}", data_dir.display(), user.name)),
-            )?;
-        }
-
-        let mut cluster = Self {
-            data_dir,
-            bin_dir,
-            run_as,
-            port: 0,
-            password: String::new(),
-        };
-        if cluster.run_as.is_some() {
-            let probe = cluster
-                .command("test", &["-w", &cluster.data_dir.display().to_string()])
-                .status()
-                .await
-                .map_err(io_error("running runuser"))?;
-            if !probe.success() {
-                return Err(ClusterError::Unreachable(cluster.data_dir));
-            }
-        }
+        let mut cluster = Self::in_dir(&options.data_dir).await?;
 
         let lock_path = cluster.data_dir.join("cluster.lock");
         let lock = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
@@ -169,6 +135,111 @@ impl PrivateCluster {
         };
         drop(lock);
         Ok(cluster)
+    }
+
+    /// A cluster (not yet running) in `data_dir`, which is created if need
+    /// be and given to the user the cluster runs as.
+    async fn in_dir(data_dir: &Path) -> Result<Self, ClusterError> {
+        let bin_dir = find_binaries().ok_or(ClusterError::BinariesNotFound)?;
+        let run_as = if current_uid()? == 0 {
+            Some(postgres_user()?.ok_or(ClusterError::NoPostgresUser)?)
+        } else {
+            None
+        };
+        let data_dir = absolute(data_dir)?;
+        tokio::fs::create_dir_all(&data_dir)
+            .await
+            .map_err(io_error(format!("creating {}", data_dir.display())))?;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_error(format!("restricting {}", data_dir.display())))?;
+        if let Some(user) = &run_as {
+            std::os::unix::fs::chown(&data_dir, Some(user.uid), Some(user.gid)).map_err(
+                io_error(format!("giving {} to {}", data_dir.display(), user.name)),
+            )?;
+        }
+        let cluster = Self {
+            data_dir,
+            bin_dir,
+            run_as,
+            port: 0,
+            password: String::new(),
+        };
+        if cluster.run_as.is_some() {
+            let probe = cluster
+                .command("test", &["-w", &cluster.data_dir.display().to_string()])
+                .status()
+                .await
+                .map_err(io_error("running runuser"))?;
+            if !probe.success() {
+                return Err(ClusterError::Unreachable(cluster.data_dir));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Starts a streaming standby of this running cluster in `data_dir`
+    /// (which must not hold a cluster yet): a base backup taken with
+    /// `pg_basebackup -R`, which leaves the standby following this cluster,
+    /// started on a port of its own on 127.0.0.1. It answers read-only
+    /// queries (hot standby) and has the same superuser and password.
+    ///
+    /// This cluster must allow replication connections from 127.0.0.1, as
+    /// private clusters do: `initdb`'s `pg_hba.conf` admits them, and
+    /// Postgres' defaults (`wal_level = replica`, `max_wal_senders = 10`)
+    /// are left alone.
+    pub async fn start_standby(&self, data_dir: &Path) -> Result<Self, ClusterError> {
+        let mut standby = Self::in_dir(data_dir).await?;
+        if standby.pgdata().exists() {
+            return Err(ClusterError::Io {
+                context: format!("making a standby in {}", standby.data_dir.display()),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "the directory already holds a cluster",
+                ),
+            });
+        }
+        let pgdata = standby.pgdata().display().to_string();
+        let port = self.port.to_string();
+        // The password goes through the environment, never the command line;
+        // `-R` writes it into the standby's `postgresql.auto.conf` (mode
+        // 0600, in a directory only the cluster's user can open).
+        let output = standby
+            .command(
+                &standby.bin("pg_basebackup"),
+                &[
+                    "-D",
+                    &pgdata,
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    SUPERUSER,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "-w",
+                ],
+            )
+            .env("PGPASSWORD", &self.password)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(io_error("running pg_basebackup"))?;
+        if !output.status.success() {
+            return Err(ClusterError::Command {
+                command: "pg_basebackup".into(),
+                status: output.status.to_string(),
+                output: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        standby.password.clone_from(&self.password);
+        standby.write_private(&standby.password_path(), &standby.password)?;
+        standby.port = standby.launch().await?;
+        Ok(standby)
     }
 
     /// The port the cluster listens on (on 127.0.0.1 only).

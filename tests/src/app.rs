@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chorus_api::app::App;
 use chorus_api::config::FederationSettings;
+use chorus_api::database::ReadPool;
 use chorus_api::federation::Federation;
 use chorus_api::federation::delivery::Delivery;
 use chorus_api::federation::interpret::Interpreter;
@@ -14,8 +15,9 @@ use chorus_postgres::PgEventStore;
 use chorus_projections::Projections;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
-use crate::pg::test_db;
+use crate::pg::{TestDb, test_db, test_db_on};
 
 /// A running server.
 #[derive(Debug)]
@@ -125,6 +127,33 @@ pub async fn spawn_app_without_interpreter() -> TestApp {
     spawn_with(None, settings, options, false).await
 }
 
+/// Starts a server on a fresh database on `replicated`'s primary whose
+/// GraphQL queries read from its standby while the standby lags by at most
+/// `max_lag` (as `DATABASE_READ_URL` and `CHORUS_READ_MAX_LAG_MS` make
+/// `chorus serve` do).
+pub async fn spawn_app_with_replica(
+    replicated: &crate::replica::Replicated,
+    max_lag: Duration,
+) -> TestApp {
+    let settings = FederationSettings {
+        allow_private_addresses: true,
+        ..FederationSettings::default()
+    };
+    let options = chorus_api::federation::delivery::sender_options(&settings);
+    let db = test_db_on(&replicated.primary_admin_url()).await;
+    let replica = ReadReplica {
+        url: replicated.standby_url(&db.name),
+        max_lag,
+    };
+    start(db, Some(replica), None, settings, options, true).await
+}
+
+/// Where a test server's queries read, besides its database.
+struct ReadReplica {
+    url: String,
+    max_lag: Duration,
+}
+
 async fn spawn(
     host: Option<&str>,
     settings: FederationSettings,
@@ -134,6 +163,17 @@ async fn spawn(
 }
 
 async fn spawn_with(
+    host: Option<&str>,
+    settings: FederationSettings,
+    options: chorus_workers::delivery::SenderOptions,
+    interpret: bool,
+) -> TestApp {
+    start(test_db().await, None, host, settings, options, interpret).await
+}
+
+async fn start(
+    db: TestDb,
+    replica: Option<ReadReplica>,
     host: Option<&str>,
     mut settings: FederationSettings,
     options: chorus_workers::delivery::SenderOptions,
@@ -145,7 +185,6 @@ async fn spawn_with(
     {
         settings.resolve.push((host.to_owned(), loopback));
     }
-    let db = test_db().await;
     let listener = tokio::net::TcpListener::bind((loopback, 0))
         .await
         .unwrap_or_else(|e| panic!("cannot bind: {e}"));
@@ -203,7 +242,19 @@ async fn spawn_with(
     )
     .await
     .unwrap_or_else(|e| panic!("cannot start the erasure: {e}"));
-    let state = state.with_federation(federation.clone());
+    let mut state = state.with_federation(federation.clone());
+    if let Some(replica) = replica {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(&replica.url)
+            .unwrap_or_else(|e| panic!("bad read replica URL: {e}"));
+        state = state.with_reads(ReadPool::with_replica(
+            db.pool.clone(),
+            pool,
+            replica.max_lag,
+        ));
+    }
     let server = tokio::spawn(async move {
         let _ = axum::serve(
             listener,

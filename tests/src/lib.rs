@@ -11,5 +11,6 @@ pub mod outbound;
 pub mod pg;
 pub mod poll;
 pub mod remote;
+pub mod replica;
 pub mod sink;
 pub mod ws;

@@ -60,9 +60,13 @@ pub struct TestDb {
 
 /// A new, empty database (no migrations applied).
 pub async fn empty_db() -> TestDb {
-    let admin = admin_url().await;
+    empty_db_on(&admin_url().await).await
+}
+
+/// A new, empty database on the server `admin` (a superuser URL) reaches.
+pub async fn empty_db_on(admin: &str) -> TestDb {
     let name = format!("chorus_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&admin)
+    let mut conn = PgConnection::connect(admin)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
     sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -85,7 +89,16 @@ pub async fn empty_db() -> TestDb {
 
 /// A new database with every migration applied.
 pub async fn test_db() -> TestDb {
-    let db = empty_db().await;
+    migrated(empty_db().await).await
+}
+
+/// A new database with every migration applied, on the server `admin`
+/// (a superuser URL) reaches.
+pub async fn test_db_on(admin: &str) -> TestDb {
+    migrated(empty_db_on(admin).await).await
+}
+
+async fn migrated(db: TestDb) -> TestDb {
     chorus_postgres::migrate::run(&db.pool)
         .await
         .unwrap_or_else(|e| panic!("migrations failed on {}: {e}", db.name));

@@ -1,7 +1,8 @@
 //! `GET /metrics`, in the Prometheus text format: counters of what the
 //! inbox did and of delivery attempts (this process's), and what the
 //! database says of the log, its subscribers, the delivery queue and
-//! rebuilds ([`render_state`]).
+//! rebuilds ([`render_state`]), and where GraphQL queries read
+//! ([`render_reads`]).
 //!
 //! A scrape stays cheap however long the log: events by type come from the
 //! `activity_stats` projection's totals, lags are counted up to
@@ -200,6 +201,41 @@ pub fn render_outcomes(outcomes: &Outcomes) -> String {
         "Delivery attempts made by this process, by class of host and outcome.",
         &samples,
     );
+    out
+}
+
+/// Where GraphQL queries read: whether the read replica is in use, and how
+/// far it is behind the primary (omitted until the monitor knows). Nothing
+/// without a replica configured.
+pub fn render_reads(reads: &crate::database::ReadPool) -> String {
+    let mut out = String::new();
+    if !reads.has_replica() {
+        return out;
+    }
+    family(
+        &mut out,
+        "chorus_read_replica_in_use",
+        "gauge",
+        "1 while GraphQL queries read from the read replica, 0 while they read from the primary.",
+        &[(vec![], if reads.replica_in_use() { 1.0 } else { 0.0 })],
+    );
+    let bound = reads.max_lag().map_or(0.0, |d| d.as_secs_f64());
+    family(
+        &mut out,
+        "chorus_read_replica_max_lag_seconds",
+        "gauge",
+        "The staleness beyond which queries read from the primary.",
+        &[(vec![], bound)],
+    );
+    if let Some(staleness) = reads.staleness() {
+        family(
+            &mut out,
+            "chorus_read_replica_staleness_seconds",
+            "gauge",
+            "How long ago the newest primary WAL position the replica has replayed past was sampled.",
+            &[(vec![], staleness.as_secs_f64())],
+        );
+    }
     out
 }
 

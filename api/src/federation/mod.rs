@@ -184,6 +184,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .as_ref()
         .map(|f| f.metrics.render() + &metrics::render_outcomes(&f.delivery_outcomes))
         .unwrap_or_default();
+    body.push_str(&metrics::render_reads(&state.reads));
     let up = match metrics::render_state(&state.pool).await {
         Ok(text) => {
             body.push_str(&text);

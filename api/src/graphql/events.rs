@@ -186,7 +186,7 @@ pub(crate) async fn events(
     filter: Option<EventFilter>,
 ) -> Result<Connection<String, LogEvent>> {
     log_reader(ctx).await?;
-    let pool = &ctx.data::<Services>()?.pool;
+    let pool = ctx.data::<Services>()?.reads(ctx);
     let mut narrowed = filter.unwrap_or_default().narrowed()?;
     let after = after
         .map(|a| cursor("after", &a))

@@ -93,6 +93,14 @@ pub(crate) struct Services {
 }
 
 impl Services {
+    /// The pool a resolver reads from: for a query, the one chosen when the
+    /// request arrived ([`route_reads`]: the read replica while it is fresh
+    /// enough); for mutations — so their answers show their own writes —
+    /// and subscriptions, the primary.
+    pub fn reads<'c>(&'c self, ctx: &async_graphql::Context<'c>) -> &'c PgPool {
+        ctx.data_opt::<ReadFrom>().map_or(&self.pool, |r| &r.0)
+    }
+
     /// Waits until the read models show everything up to `position`, so a
     /// mutation's answer reflects the mutation (read-your-writes).
     pub async fn caught_up(&self, position: Option<Position>) {
@@ -101,6 +109,41 @@ impl Services {
         {
             tracing::warn!(%position, "read models did not catch up within 5 s");
         }
+    }
+}
+
+/// The pool a query request reads from, fixed when it arrives so that all
+/// of its fields read from one place.
+struct ReadFrom(PgPool);
+
+/// Marks `request` to read from `reads`' current pool when it runs a query
+/// (the operation it selects, as execution selects it); anything else
+/// reads from the primary. A request that does not parse is left alone:
+/// execution reports why.
+pub fn route_reads(
+    mut request: async_graphql::Request,
+    reads: &crate::database::ReadPool,
+) -> async_graphql::Request {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    if !reads.has_replica() {
+        return request;
+    }
+    let name = request.operation_name.clone();
+    let is_query = request.parsed_query().is_ok_and(|document| {
+        let operation = match (&document.operations, name) {
+            (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str()),
+            (DocumentOperations::Single(operation), None) => Some(operation),
+            (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+                operations.values().next()
+            }
+            _ => None,
+        };
+        operation.is_some_and(|o| o.node.ty == OperationType::Query)
+    });
+    if is_query {
+        request.data(ReadFrom(reads.pool().clone()))
+    } else {
+        request
     }
 }
 

@@ -48,7 +48,7 @@ impl QueryRoot {
     async fn me(&self, ctx: &Context<'_>) -> Result<Actor> {
         let actor = acting(ctx).await?;
         let s = ctx.data::<Services>()?;
-        Actor::by_uri(&s.pool, &actor.uri)
+        Actor::by_uri(s.reads(ctx), &actor.uri)
             .await
             .map_err(internal)?
             .ok_or_else(|| error("NOT_FOUND", "your account is not visible yet; try again"))
@@ -72,14 +72,14 @@ impl QueryRoot {
             },
             (None, None) => return Err(error("INVALID_INPUT", "give `handle` or `uri`")),
         };
-        Actor::by_uri(&s.pool, &uri).await.map_err(internal)
+        Actor::by_uri(s.reads(ctx), &uri).await.map_err(internal)
     }
 
     /// A post by id or ActivityPub id, if the viewer may see it.
     async fn post(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Post>> {
         let s = ctx.data::<Services>()?;
         let uri = post_uri(s, &id);
-        Post::visible(&s.pool, viewer_uri(ctx).as_deref(), &uri).await
+        Post::visible(s.reads(ctx), viewer_uri(ctx).as_deref(), &uri).await
     }
 
     /// The whole conversation a post belongs to that the viewer may see,
@@ -88,7 +88,7 @@ impl QueryRoot {
         let s = ctx.data::<Services>()?;
         let viewer = viewer_uri(ctx);
         let uri = post_uri(s, &id);
-        if Post::visible(&s.pool, viewer.as_deref(), &uri)
+        if Post::visible(s.reads(ctx), viewer.as_deref(), &uri)
             .await?
             .is_none()
         {
@@ -101,7 +101,7 @@ impl QueryRoot {
         ))
         .bind(viewer.as_deref())
         .bind(&uri)
-        .fetch_all(&s.pool)
+        .fetch_all(s.reads(ctx))
         .await
         .map_err(internal)?;
         rows.iter()
@@ -138,7 +138,7 @@ impl QueryRoot {
                 .bind(major)
                 .bind(minor)
                 .bind(first + 1)
-                .fetch_all(&s.pool)
+                .fetch_all(s.reads(ctx))
                 .await
             }
             TimelineKind::Local | TimelineKind::Public => {
@@ -158,7 +158,7 @@ impl QueryRoot {
                 .bind(minor)
                 .bind(first + 1)
                 .bind(kind == TimelineKind::Public)
-                .fetch_all(&s.pool)
+                .fetch_all(s.reads(ctx))
                 .await
             }
         }
@@ -403,7 +403,7 @@ impl QueryRoot {
         .bind(major)
         .bind(minor)
         .bind(first + 1)
-        .fetch_all(&s.pool)
+        .fetch_all(s.reads(ctx))
         .await
         .map_err(internal)?;
         let mut items = Vec::with_capacity(rows.len());
@@ -411,7 +411,7 @@ impl QueryRoot {
             let kind: String = row.try_get(0).map_err(internal)?;
             let post: Option<String> = row.try_get(1).map_err(internal)?;
             let post = match post {
-                Some(uri) => Post::visible(&s.pool, Some(&me.uri), &uri).await?,
+                Some(uri) => Post::visible(s.reads(ctx), Some(&me.uri), &uri).await?,
                 None => None,
             };
             let kind = match kind.as_str() {
@@ -483,7 +483,7 @@ async fn actors_page(
     .bind(major)
     .bind(minor)
     .bind(first + 1)
-    .fetch_all(&s.pool)
+    .fetch_all(s.reads(ctx))
     .await
     .map_err(internal)?;
     let items = rows
@@ -515,7 +515,7 @@ async fn posts_page(
     .bind(major)
     .bind(minor)
     .bind(first + 1)
-    .fetch_all(&s.pool)
+    .fetch_all(s.reads(ctx))
     .await
     .map_err(internal)?;
     let items = rows

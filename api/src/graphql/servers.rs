@@ -164,7 +164,7 @@ const SERVER_COLUMNS: &str = "s.uri, s.name, s.display_name, s.description, s.me
 impl Server {
     /// The server named `name` (or with that ActivityPub id).
     pub(crate) async fn find(ctx: &Context<'_>, reference: &str) -> Result<Option<Self>> {
-        let pool = &ctx.data::<Services>()?.pool;
+        let pool = ctx.data::<Services>()?.reads(ctx);
         let row: Option<ServerRow> = sqlx::query_as(&format!(
             "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.name = lower($1) OR s.uri = $1"
         ))
@@ -180,7 +180,7 @@ impl Server {
 
     /// Servers, newest first.
     pub(crate) async fn list(ctx: &Context<'_>, first: i32) -> Result<Vec<Self>> {
-        let pool = &ctx.data::<Services>()?.pool;
+        let pool = ctx.data::<Services>()?.reads(ctx);
         let rows: Vec<ServerRow> = sqlx::query_as(&format!(
             "SELECT {SERVER_COLUMNS} FROM servers s
              ORDER BY s.position_major DESC, s.position_minor DESC LIMIT $1"
@@ -252,7 +252,7 @@ impl Server {
         #[graphql(default = 50)] first: i32,
         #[graphql(default)] pending: bool,
     ) -> Result<Vec<ServerMember>> {
-        let pool = &ctx.data::<Services>()?.pool;
+        let pool = ctx.data::<Services>()?.reads(ctx);
         if pending && !self.moderated_by(ctx, viewer_uri(ctx).as_deref()).await? {
             return Err(error(
                 "FORBIDDEN",
@@ -295,7 +295,7 @@ impl Server {
 
     /// The moderators (the owner first).
     async fn moderators(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
-        let pool = &ctx.data::<Services>()?.pool;
+        let pool = ctx.data::<Services>()?.reads(ctx);
         let mut moderators = vec![self.owner.clone()];
         moderators.extend(
             sqlx::query_scalar::<_, String>(
@@ -317,7 +317,7 @@ impl Server {
         if me == self.owner {
             return Ok(Some(ServerRole::Owner));
         }
-        let pool = &ctx.data::<Services>()?.pool;
+        let pool = ctx.data::<Services>()?.reads(ctx);
         let row: Option<(bool, String)> = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM server_moderators WHERE server = $1 AND member = $2),
                     state
@@ -346,7 +346,7 @@ impl Server {
         #[graphql(default = 20)] first: i32,
         before: Option<String>,
     ) -> Result<Vec<ChannelMessage>> {
-        let pool = &ctx.data::<Services>()?.pool;
+        let pool = ctx.data::<Services>()?.reads(ctx);
         let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
             "SELECT m.post, m.channel, m.author, m.announced_at
              FROM channel_messages m
@@ -387,7 +387,7 @@ impl Server {
         if actor == self.owner {
             return Ok(true);
         }
-        let pool = &ctx.data::<Services>()?.pool;
+        let pool = ctx.data::<Services>()?.reads(ctx);
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM server_moderators WHERE server = $1 AND member = $2)",
         )

@@ -100,7 +100,7 @@ impl Actor {
     async fn followers_count(&self, ctx: &Context<'_>) -> Result<i64> {
         let s = ctx.data::<Services>()?;
         count(
-            &s.pool,
+            s.reads(ctx),
             "SELECT count(*) FROM follows WHERE followee = $1 AND state = 'accepted'",
             &self.id,
         )
@@ -110,7 +110,7 @@ impl Actor {
     async fn following_count(&self, ctx: &Context<'_>) -> Result<i64> {
         let s = ctx.data::<Services>()?;
         count(
-            &s.pool,
+            s.reads(ctx),
             "SELECT count(*) FROM follows WHERE follower = $1 AND state = 'accepted'",
             &self.id,
         )
@@ -119,7 +119,7 @@ impl Actor {
 
     async fn posts_count(&self, ctx: &Context<'_>) -> Result<i64> {
         let s = ctx.data::<Services>()?;
-        count(&s.pool, "SELECT count(*) FROM posts WHERE author = $1 AND deleted_at IS NULL AND visibility IN ('public', 'unlisted')", &self.id).await
+        count(s.reads(ctx), "SELECT count(*) FROM posts WHERE author = $1 AND deleted_at IS NULL AND visibility IN ('public', 'unlisted')", &self.id).await
     }
 
     /// How the signed-in actor relates to this one.
@@ -128,7 +128,7 @@ impl Actor {
             return Ok(None);
         };
         let s = ctx.data::<Services>()?;
-        Relationship::between(&s.pool, &viewer, &self.id)
+        Relationship::between(s.reads(ctx), &viewer, &self.id)
             .await
             .map(Some)
     }
@@ -307,7 +307,7 @@ impl Post {
             return Ok(None);
         };
         let s = ctx.data::<Services>()?;
-        Post::visible(&s.pool, viewer_uri(ctx).as_deref(), parent).await
+        Post::visible(s.reads(ctx), viewer_uri(ctx).as_deref(), parent).await
     }
 
     /// Whether the signed-in actor favorited it.
@@ -319,7 +319,7 @@ impl Post {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM favorites WHERE actor = $1 AND post = $2)")
             .bind(viewer)
             .bind(&self.uri)
-            .fetch_one(&s.pool)
+            .fetch_one(s.reads(ctx))
             .await
             .map_err(internal)
     }
@@ -333,7 +333,7 @@ impl Post {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM reblogs WHERE actor = $1 AND post = $2)")
             .bind(viewer)
             .bind(&self.uri)
-            .fetch_one(&s.pool)
+            .fetch_one(s.reads(ctx))
             .await
             .map_err(internal)
     }
@@ -345,7 +345,7 @@ impl Post {
             "SELECT version, content, summary, sensitive, edited_at FROM post_edits WHERE post_uri = $1 ORDER BY version",
         )
         .bind(&self.uri)
-        .fetch_all(&s.pool)
+        .fetch_all(s.reads(ctx))
         .await
         .map_err(internal)?;
         Ok(rows
