@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use chorus_tests::app::spawn_app;
-use chorus_tests::cli::{free_port, wait_ready};
+use chorus_tests::cli::{create_account, free_port, wait_ready};
 use chorus_tests::outbound::listen;
 use chorus_tests::pg::test_db;
 use chorus_tests::poll::until as eventually;
@@ -103,20 +103,7 @@ async fn a_server_killed_with_a_backlog_delivers_everything_once_restarted() {
     let base = format!("http://127.0.0.1:{port}");
     let mut server = serve(&db.url, port);
 
-    let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args(["accounts", "create", "alice"])
-        .env_remove("CHORUS_CONFIG")
-        .env("DATABASE_URL", &db.url)
-        .env("CHORUS_BASE_URL", &base)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let printed = String::from_utf8_lossy(&output.stdout);
-    let token = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("token:"))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no token in {printed:?}"))
-        .to_owned();
+    let token = create_account(env!("CARGO_BIN_EXE_chorus"), &db.url, &base, "alice");
     let alice = format!("{base}/users/alice");
     wait_ready(&mut server, &base).await;
 

@@ -10,11 +10,22 @@ use crate::app::TestApp;
 /// in the tests of `chorus-api`) against `app`'s database and base URL; its
 /// exit code, stdout and stderr.
 pub fn run(binary: &str, app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+    run_at(binary, &app.database_url, &app.base_url, args)
+}
+
+/// Runs `binary ARGS…` against the database at `database_url`, for a
+/// server whose public address is `base_url`.
+pub fn run_at(
+    binary: &str,
+    database_url: &str,
+    base_url: &str,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
     let output = Command::new(binary)
         .args(args)
-        .env("DATABASE_URL", &app.database_url)
+        .env("DATABASE_URL", database_url)
         .env_remove("CHORUS_CONFIG")
-        .env("CHORUS_BASE_URL", &app.base_url)
+        .env("CHORUS_BASE_URL", base_url)
         .env("CHORUS_ALLOW_PRIVATE_ADDRESSES", "true")
         .stdin(Stdio::null())
         .output()
@@ -24,6 +35,24 @@ pub fn run(binary: &str, app: &TestApp, args: &[&str]) -> (Option<i32>, String, 
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Creates the local account `handle` with `chorus accounts create`;
+/// returns its API token.
+pub fn create_account(binary: &str, database_url: &str, base_url: &str, handle: &str) -> String {
+    let (code, printed, err) = run_at(
+        binary,
+        database_url,
+        base_url,
+        &["accounts", "create", handle],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix("token:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no token in {printed:?}"))
+        .to_owned()
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; a server binds it next).
