@@ -364,6 +364,19 @@ async fn processes_killed_mid_run_are_taken_over_and_nothing_is_lost_or_sent_twi
         in_flight.len()
     );
     more.await.unwrap_or_else(|e| panic!("{e}"));
+    // Operators see every lease held, on either api process.
+    let metrics = client
+        .get(format!("{}/metrics", apis[1]))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    for lease in all_leases() {
+        let line = format!("chorus_lease_held{{lease=\"{lease}\"}} 1");
+        assert!(metrics.contains(&line), "no {line:?} in /metrics");
+    }
 
     // Nothing lost: every post, note and like is in the read models.
     let counts = || async {

@@ -283,6 +283,22 @@ pub async fn render_state(pool: &PgPool) -> Result<String, sqlx::Error> {
         "How long the first event after the subscriber's checkpoint has waited; 0 when caught up.",
         &seconds,
     );
+    let leases = crate::roles::all_leases();
+    let held = chorus_postgres::leases::holders(pool, &leases).await?;
+    let samples: Vec<_> = held
+        .iter()
+        .map(|(lease, holder)| {
+            let up = if holder.is_some() { 1.0 } else { 0.0 };
+            (vec![("lease", lease.as_str())], up)
+        })
+        .collect();
+    family(
+        &mut out,
+        "chorus_lease_held",
+        "gauge",
+        "1 while a process holds the lease (runs the subscriber), 0 while none does.",
+        &samples,
+    );
 
     let pending = admin::pending_by_class(pool).await?;
     let samples: Vec<_> = HostClass::ALL
