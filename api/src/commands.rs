@@ -601,12 +601,25 @@ fn print_json_lines<T: serde::Serialize>(items: &[T]) -> anyhow::Result<()> {
 pub async fn list_projections(settings: Settings) -> anyhow::Result<()> {
     with_app(&settings, |app| async move {
         let statuses = crate::history::rebuilds::statuses(&app.pool).await?;
+        let leases: Vec<String> = statuses
+            .iter()
+            .map(|p| roles::projection_lease(p.name))
+            .collect();
+        let holders = chorus_postgres::leases::holders(&app.pool, &leases).await?;
         for p in statuses {
+            let lease = roles::projection_lease(p.name);
+            let holder = holders
+                .iter()
+                .find(|(l, _)| *l == lease)
+                .and_then(|(_, holder)| holder.clone());
             let rebuild = p.last_rebuild.map_or("never rebuilt".to_owned(), |r| {
                 format!("last rebuild {:?} {}", r.state, r.started_at.to_rfc3339())
             });
+            let running = holder.map_or("not running".to_owned(), |(holder, _)| {
+                format!("run by {holder}")
+            });
             println!(
-                "{}\tposition {}\tlag {} event(s), {:.1} s\t{rebuild}",
+                "{}\tposition {}\tlag {} event(s), {:.1} s\t{running}\t{rebuild}",
                 p.name,
                 p.position.map_or("-".to_owned(), |p| p.to_string()),
                 p.lag_events,

@@ -377,6 +377,20 @@ async fn processes_killed_mid_run_are_taken_over_and_nothing_is_lost_or_sent_twi
         let line = format!("chorus_lease_held{{lease=\"{lease}\"}} 1");
         assert!(metrics.contains(&line), "no {line:?} in /metrics");
     }
+    let (code, listed, err) = run_at(
+        env!("CARGO_BIN_EXE_chorus"),
+        &db.url,
+        &base,
+        &["projections", "list"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    for name in chorus_projections::names() {
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}\t")))
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"));
+        assert!(line.contains("\trun by chorus projector "), "{line}");
+    }
 
     // Nothing lost: every post, note and like is in the read models.
     let counts = || async {
