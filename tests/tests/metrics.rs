@@ -188,12 +188,16 @@ async fn metrics_parse_and_follow_the_log_subscribers_and_rebuilds() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let before = loop {
         let now = scrape(&app).await;
-        if subscribers.iter().all(|s| now.contains_key(&lag_of(s))) {
+        if subscribers
+            .iter()
+            .all(|s| now.get(&lag_of(s)).is_some_and(|lag| *lag == 0.0))
+        {
             break now;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "subscribers missing"
+            "subscribers missing or behind: {:?}",
+            subscribers.map(|s| now.get(&lag_of(s)).copied())
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
