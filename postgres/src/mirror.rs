@@ -34,7 +34,10 @@ pub async fn position<'e>(executor: impl PgExecutor<'e>) -> Result<Option<Positi
 }
 
 /// Records that the mirror has copied the upstream up to `position`.
-pub async fn save<'e>(executor: impl PgExecutor<'e>, position: Position) -> Result<(), sqlx::Error> {
+pub async fn save<'e>(
+    executor: impl PgExecutor<'e>,
+    position: Position,
+) -> Result<(), sqlx::Error> {
     let (major, minor) = to_db(position);
     sqlx::query(
         "INSERT INTO log_mirror (position_major, position_minor) VALUES ($1, $2)

@@ -449,7 +449,9 @@ impl PgEventStore {
         let events: Vec<NewEvent> = items.iter().map(|(_, e)| e.clone()).collect();
         validate(&events)?;
         if let Some(upstream) = &self.inner.upstream {
-            return self.append_new_streams_upstream(upstream.0.as_ref(), items).await;
+            return self
+                .append_new_streams_upstream(upstream.0.as_ref(), items)
+                .await;
         }
         let batch = Batch::new(&events)?;
         let streams: Vec<&str> = items.iter().map(|(s, _)| s.as_str()).collect();

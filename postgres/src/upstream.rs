@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chorus_domain::{
-    AppendOutcome, AppendedEvent, EventId, EventStoreError, ExpectedVersion,
-    MigrationStore, NewEvent, Position, RecordedEvent, StreamId,
+    AppendOutcome, AppendedEvent, EventId, EventStoreError, ExpectedVersion, MigrationStore,
+    NewEvent, Position, RecordedEvent, StreamId,
 };
 use uuid::Uuid;
 
+use crate::Narrowed;
 use crate::checkpoints::from_db;
 use crate::store::{NewStream, PgEventStore, backend};
-use crate::Narrowed;
 
 #[async_trait]
 impl MigrationStore for PgEventStore {

@@ -130,13 +130,15 @@ impl App {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| AppError::Invalid(e.to_string()))?;
             let mut tx = self.pool.begin().await?;
-            let outcome = match self.store.append_in(
-                &mut tx,
-                &stream,
-                ExpectedVersion::Exact(version),
-                &new_events,
-            )
-            .await
+            let outcome = match self
+                .store
+                .append_in(
+                    &mut tx,
+                    &stream,
+                    ExpectedVersion::Exact(version),
+                    &new_events,
+                )
+                .await
             {
                 Ok(outcome) => outcome,
                 Err(EventStoreError::WrongExpectedVersion { .. }) => continue,

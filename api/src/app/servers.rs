@@ -121,13 +121,10 @@ impl App {
             .map(|e| stamp.event(e, "created"))
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.pool.begin().await?;
-        let outcome = match self.store.append_in(
-            &mut tx,
-            &stream,
-            ExpectedVersion::NoStream,
-            &new_events,
-        )
-        .await
+        let outcome = match self
+            .store
+            .append_in(&mut tx, &stream, ExpectedVersion::NoStream, &new_events)
+            .await
         {
             Ok(outcome) => outcome,
             Err(EventStoreError::WrongExpectedVersion { .. }) => {

@@ -149,7 +149,10 @@ mod tests {
         check("kurrent", Err("expected `postgres`"));
         check("mysql://u:hunter2@db/x", Err("the scheme must be"));
         check("postgres://u:hunter2@db/x", Ok("postgres://u:***@db/x"));
-        check("postgresql://db.example/chorus", Ok("postgresql://db.example/chorus"));
+        check(
+            "postgresql://db.example/chorus",
+            Ok("postgresql://db.example/chorus"),
+        );
         check("postgres:///x", Err("needs a host"));
         check("kurrentdb://u:hunter2@", Err("needs a host"));
         check("kurrentdb://u:hunter2@db:99999", Err("invalid port"));
