@@ -22,6 +22,11 @@ pub async fn open_store(settings: &Settings, pool: &PgPool) -> anyhow::Result<Pg
     };
     let shown = redact(url);
     let (upstream, _) = open_other(url).await?;
+    // Reached now, rather than at the first append.
+    upstream
+        .last_event()
+        .await
+        .with_context(|| format!("cannot read the log of record at {shown}"))?;
     let local = PgEventStore::new(pool.clone());
     check(&local, upstream.as_ref(), &shown).await?;
     drop(local);
