@@ -4,7 +4,7 @@ use chorus_workers::delivery::admin::{self, JobFilter, JobState};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use chorus_postgres::{LeaseOptions, LeaseSet, PgEventStore, PrivateCluster};
+use chorus_postgres::{LeaseOptions, LeaseSet, PrivateCluster};
 use chorus_projections::Projections;
 use uuid::Uuid;
 
@@ -21,9 +21,6 @@ use crate::roles::{self, Role, Subscribers};
 /// run what the role runs (see [`crate::roles`]) until Ctrl-C or SIGTERM,
 /// then stop the private cluster if there is one.
 pub async fn serve(settings: Settings, role: Role) -> anyhow::Result<()> {
-    if let Some(refusal) = crate::events::migrate::serve_refusal(&settings) {
-        anyhow::bail!(refusal);
-    }
     let listener = if role.serves_http() {
         Some(
             TcpListener::bind(settings.bind)
@@ -39,7 +36,7 @@ pub async fn serve(settings: Settings, role: Role) -> anyhow::Result<()> {
             .await
             .context("applying migrations")?;
         let pool = database.pool.clone();
-        let store = PgEventStore::new(pool.clone());
+        let store = crate::events::upstream::open_store(&settings, &pool).await?;
         let base_url = settings.base_url.as_str().trim_end_matches('/').to_owned();
         let subscribers = Subscribers {
             store: store.clone(),
@@ -64,6 +61,7 @@ pub async fn serve(settings: Settings, role: Role) -> anyhow::Result<()> {
             None
         };
         let mut leases = LeaseSet::default();
+        roles::mirror(&mut leases, &store);
         if role.projects() {
             subscribers.projector(&mut leases);
         }
@@ -187,7 +185,16 @@ where
             .await
             .context("applying migrations")?;
         let base = settings.base_url.as_str().trim_end_matches('/').to_owned();
-        f(App::new(PgEventStore::new(database.pool.clone()), &base)).await
+        let store = crate::events::upstream::open_store(settings, &database.pool).await?;
+        // With an external log of record, appends wait for the mirror: run
+        // it here unless a server on this database already does.
+        let mut leases = LeaseSet::default();
+        roles::mirror(&mut leases, &store);
+        let _mirror = (!leases.is_empty()).then(|| {
+            let holder = format!("chorus command pid {}", std::process::id());
+            leases.keep(&database.pool, &holder, LeaseOptions::default())
+        });
+        f(App::new(store, &base)).await
     }
     .await;
     database.close().await;

@@ -14,7 +14,8 @@
 //! ends, the lease is free and another process of a role that wants it takes
 //! it over within [`LeaseOptions::retry`]. Senders need no lease: they claim
 //! jobs under row locks and run in every `worker` (and in `all` unless
-//! `delivery_in_process` is off).
+//! `delivery_in_process` is off). With an external log of record, every
+//! role also asks for the mirror's lease ([`MIRROR_LEASE`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -123,6 +124,23 @@ pub fn all_leases() -> Vec<String> {
         .map(str::to_owned),
     );
     leases
+}
+
+/// The lease of the mirror of an external log of record (only with
+/// `CHORUS_EVENT_STORE` set to one; every role asks for it then, since
+/// every process's appends wait for it).
+pub const MIRROR_LEASE: &str = chorus_postgres::mirror::LEASE;
+
+/// Asks for the mirror's lease, when `store` has an upstream log of record.
+pub fn mirror(leases: &mut LeaseSet, store: &PgEventStore) {
+    if store.upstream().is_none() {
+        return;
+    }
+    let store = store.clone();
+    leases.add(MIRROR_LEASE, move || {
+        let store = store.clone();
+        async move { Ok(chorus_postgres::Mirror::start(&store).await?) }
+    });
 }
 
 /// The subscribers other than projections that run under leases, whose

@@ -317,24 +317,28 @@ async fn bad_urls_and_a_kurrentdb_store_for_serve_are_refused_without_showing_pa
         assert!(!err.contains("hunter2"), "{err}");
     }
 
-    // `serve` refuses a KurrentDB log at once, and says how to get there and back.
-    let store = (
-        "CHORUS_EVENT_STORE",
-        "kurrentdb://admin:hunter2@127.0.0.1:2113?tls=false",
-    );
-    let (ok, _, err) = chorus(
-        &db.url,
-        &["serve"],
-        &[store, ("CHORUS_BIND", "127.0.0.1:0")],
-    );
-    assert!(!ok);
-    assert!(err.contains("chorus events migrate --to"), "{err}");
-    assert!(err.contains("CHORUS_EVENT_STORE=postgres"), "{err}");
-    assert!(
-        err.contains("kurrentdb://admin:***@127.0.0.1:2113"),
-        "{err}"
-    );
-    assert!(!err.contains("hunter2"), "{err}");
+    // Without the feature, `serve` refuses a KurrentDB log of record at once.
+    if !cfg!(feature = "kurrentdb") {
+        let store = (
+            "CHORUS_EVENT_STORE",
+            "kurrentdb://admin:hunter2@127.0.0.1:2113?tls=false",
+        );
+        let (ok, _, err) = chorus(
+            &db.url,
+            &["serve"],
+            &[store, ("CHORUS_BIND", "127.0.0.1:0")],
+        );
+        assert!(!ok);
+        assert!(
+            err.contains("built without the `kurrentdb` feature"),
+            "{err}"
+        );
+        assert!(
+            err.contains("kurrentdb://admin:***@127.0.0.1:2113"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
     let (ok, _, err) = chorus(
         &db.url,
         &["serve"],
@@ -342,4 +346,88 @@ async fn bad_urls_and_a_kurrentdb_store_for_serve_are_refused_without_showing_pa
     );
     assert!(!ok);
     assert!(err.contains("CHORUS_EVENT_STORE"), "{err}");
+}
+
+/// `chorus serve` with another Postgres database as its log of record:
+/// refused while this database's log is not a prefix of it, then, once
+/// copied there with `chorus events migrate --to`, serving a mutation whose
+/// event lands in the log of record and in the mirror.
+#[tokio::test]
+async fn serve_with_another_database_as_its_log_of_record() {
+    let db = test_db().await;
+    let upstream = test_db().await;
+    let store = PgEventStore::new(db.pool.clone());
+    let stream = StreamId::new("before").unwrap_or_else(|e| panic!("{e}"));
+    let event = NewEvent::new("Tested", 1, &serde_json::json!({ "n": 1 }))
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log_of_record = ("CHORUS_EVENT_STORE", upstream.url.as_str());
+    let port = chorus_tests::cli::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let base = format!("http://127.0.0.1:{port}");
+    let env = [
+        log_of_record,
+        ("CHORUS_BIND", bind.as_str()),
+        ("CHORUS_BASE_URL", base.as_str()),
+    ];
+    let (ok, _, err) = chorus(&db.url, &["serve"], &env);
+    assert!(!ok);
+    assert!(err.contains("is not a prefix of that log"), "{err}");
+    assert!(err.contains("chorus events migrate --to"), "{err}");
+
+    let (ok, _, err) = chorus(&db.url, &["events", "migrate", "--to", &upstream.url], &[]);
+    assert!(ok, "{err}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env_remove("CHORUS_CONFIG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start chorus serve: {e}"));
+    chorus_tests::cli::wait_ready(&mut server, &base).await;
+    let (ok, printed, err) = chorus(
+        &db.url,
+        &["accounts", "create", "alice"],
+        &[log_of_record, ("CHORUS_BASE_URL", base.as_str())],
+    );
+    assert!(ok, "{err}");
+    let token = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("token:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no token in {printed:?}"))
+        .to_owned();
+    let response: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "query": "mutation { createPost(input: { text: \"served upstream\" }) { id content } }"
+        }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(response.get("errors").is_none(), "{response}");
+    assert!(
+        response["data"]["createPost"]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("served upstream")),
+        "{response}"
+    );
+    settled(&upstream.pool).await;
+    settled(&db.pool).await;
+    let of_record = log(&upstream.pool).await;
+    let types: Vec<&str> = of_record.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["Tested", "ActorRegistered", "PostCreated"]);
+    assert_same(&of_record, &log(&db.pool).await);
 }

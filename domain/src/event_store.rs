@@ -528,6 +528,28 @@ pub trait EventStore: Send + Sync + 'static {
     fn subscribe_all(&self, after: Position) -> EventStream;
 }
 
+/// An event log that can say where it ends and take events copied from
+/// another log: either end of `chorus events migrate`, and the log of
+/// record a Postgres log mirrors when `chorus serve` runs with an external
+/// one (`PgEventStore::with_upstream` in `chorus-postgres`).
+#[async_trait]
+pub trait MigrationStore: EventStore {
+    /// The last event readable now.
+    async fn last_event(&self) -> Result<Option<RecordedEvent>, EventStoreError>;
+
+    /// How many events follow `after`, when the store can tell cheaply.
+    async fn count_after(&self, after: Position) -> Result<Option<u64>, EventStoreError>;
+
+    /// Appends events copied from another log, keeping their ids, schema
+    /// versions and recorded times; idempotent as `append` is.
+    async fn import(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[RecordedEvent],
+    ) -> Result<AppendOutcome, EventStoreError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

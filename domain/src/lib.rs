@@ -52,7 +52,7 @@ pub mod signatures;
 
 pub use event_store::{
     AppendOutcome, AppendedEvent, EventId, EventStore, EventStoreError, EventStream,
-    ExpectedVersion, Metadata, NewEvent, Payload, Position, RecordedEvent, SignatureVerdict,
-    StreamId, StreamIdError, validate_append,
+    ExpectedVersion, Metadata, MigrationStore, NewEvent, Payload, Position, RecordedEvent,
+    SignatureVerdict, StreamId, StreamIdError, validate_append,
 };
 pub use events::DomainEvent;

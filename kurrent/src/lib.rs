@@ -655,6 +655,27 @@ fn scrub(text: &str, url: &str, redacted: &str) -> String {
     text
 }
 
+#[async_trait]
+impl chorus_domain::MigrationStore for KurrentEventStore {
+    async fn last_event(&self) -> Result<Option<RecordedEvent>, EventStoreError> {
+        KurrentEventStore::last_event(self).await
+    }
+
+    async fn count_after(&self, _after: Position) -> Result<Option<u64>, EventStoreError> {
+        // Counting `$all` means reading it.
+        Ok(None)
+    }
+
+    async fn import(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[RecordedEvent],
+    ) -> Result<AppendOutcome, EventStoreError> {
+        KurrentEventStore::import(self, stream, expected, events).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

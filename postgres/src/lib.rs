@@ -8,13 +8,16 @@ pub mod group;
 mod import;
 pub mod leases;
 pub mod migrate;
+pub mod mirror;
 pub mod narrowed;
 pub mod progress;
 pub mod store;
+mod upstream;
 
 pub use cluster::{ClusterError, ClusterOptions, ClusterProfile, PrivateCluster};
 pub use group::{GroupAppender, GroupOptions};
 pub use leases::{LeaseOptions, LeaseSet, Leases};
+pub use mirror::Mirror;
 pub use narrowed::Narrowed;
 pub use progress::Board;
 pub use store::{NewStream, PgEventStore, StoreOptions};

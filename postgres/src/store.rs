@@ -14,7 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chorus_domain::{
     AppendOutcome, AppendedEvent, EventId, EventStore, EventStoreError, EventStream,
-    ExpectedVersion, Metadata, NewEvent, Payload, Position, RecordedEvent, StreamId,
+    ExpectedVersion, Metadata, MigrationStore, NewEvent, Payload, Position, RecordedEvent,
+    StreamId,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPool};
@@ -51,6 +52,9 @@ pub struct StoreOptions {
     /// How many recent events the store keeps in memory for subscriptions
     /// at the end of the log (read once for all of them).
     pub tail_capacity: usize,
+    /// With an upstream log of record: how long an append waits for the
+    /// mirror to copy its events into Postgres before it fails.
+    pub mirror_wait: Duration,
 }
 
 impl Default for StoreOptions {
@@ -60,6 +64,7 @@ impl Default for StoreOptions {
             poll_interval: Duration::from_secs(1),
             max_horizon_backoff: Duration::from_millis(5),
             tail_capacity: 10_000,
+            mirror_wait: Duration::from_secs(30),
         }
     }
 }
@@ -104,7 +109,20 @@ struct Inner {
     /// The most recent events, read by the head watcher: subscriptions at the
     /// end of the log take them from here instead of each reading them.
     tail: Arc<Mutex<Tail>>,
+    /// The log of record, when Postgres only mirrors it (see
+    /// [`PgEventStore::with_upstream`]).
+    upstream: Option<Upstream>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// The log of record of a store in upstream mode.
+#[derive(Clone)]
+pub(crate) struct Upstream(pub(crate) Arc<dyn MigrationStore>);
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upstream")
+    }
 }
 
 /// A run of the most recent events of the log, contiguous and in log order:
@@ -160,6 +178,29 @@ impl PgEventStore {
 
     /// A store on `pool` with the given options.
     pub fn with_options(pool: PgPool, options: StoreOptions) -> Self {
+        Self::build(pool, options, None)
+    }
+
+    /// A store whose log of record is `upstream` (a KurrentDB server,
+    /// another Postgres database): every append goes there first, and
+    /// returns once the mirror ([`crate::mirror::Mirror`], running in this
+    /// process or another on the same database) has copied its events into
+    /// this database's `events` table, with their positions here. Reads
+    /// and subscriptions read the Postgres copy.
+    pub fn with_upstream(pool: PgPool, upstream: Arc<dyn MigrationStore>) -> Self {
+        Self::with_upstream_options(pool, upstream, StoreOptions::default())
+    }
+
+    /// [`PgEventStore::with_upstream`] with the given options.
+    pub fn with_upstream_options(
+        pool: PgPool,
+        upstream: Arc<dyn MigrationStore>,
+        options: StoreOptions,
+    ) -> Self {
+        Self::build(pool, options, Some(Upstream(upstream)))
+    }
+
+    fn build(pool: PgPool, options: StoreOptions, upstream: Option<Upstream>) -> Self {
         let (wake, _) = watch::channel(0);
         let announce = Arc::new(Notify::new());
         // Our own announcements come back through LISTEN; the instance id lets
@@ -186,6 +227,7 @@ impl PgEventStore {
                 announce,
                 head,
                 tail,
+                upstream,
                 tasks,
             }),
         }
@@ -196,6 +238,21 @@ impl PgEventStore {
     /// without waiting for the disk, for writers whose events can be derived
     /// again from durable ones.
     pub fn with_pool(&self, pool: PgPool) -> Self {
+        self.sharing(pool, self.inner.upstream.clone())
+    }
+
+    /// The same store writing to Postgres only, even in upstream mode: what
+    /// the mirror imports with.
+    pub fn local(&self) -> Self {
+        self.sharing(self.inner.pool.clone(), None)
+    }
+
+    /// The log of record, in upstream mode.
+    pub fn upstream(&self) -> Option<&Arc<dyn MigrationStore>> {
+        self.inner.upstream.as_ref().map(|u| &u.0)
+    }
+
+    fn sharing(&self, pool: PgPool, upstream: Option<Upstream>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 pool,
@@ -204,6 +261,7 @@ impl PgEventStore {
                 announce: self.inner.announce.clone(),
                 head: self.inner.head.clone(),
                 tail: self.inner.tail.clone(),
+                upstream,
                 // The background tasks stay with the original.
                 tasks: Vec::new(),
             }),
@@ -353,6 +411,30 @@ impl PgEventStore {
         }
     }
 
+    /// [`PgEventStore::append_with`] for a store that may have an upstream
+    /// log of record. Without one, the events are appended in `conn`'s
+    /// transaction. With one, they cannot be: they are appended to the
+    /// upstream first (which decides the expected version and idempotence)
+    /// and this returns once the mirror has copied them, before the caller
+    /// writes its own rows and commits. If the caller's transaction then
+    /// fails, the events stay in the log of record without those rows.
+    pub async fn append_in(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome, EventStoreError> {
+        match &self.inner.upstream {
+            None => Self::append_with(conn, stream, expected, events).await,
+            Some(upstream) => {
+                validate(events)?;
+                self.append_upstream(upstream.0.as_ref(), stream, expected, events.to_vec())
+                    .await
+            }
+        }
+    }
+
     /// Appends one event to each of many streams that must not exist yet,
     /// in one statement and one transaction. Returns, in order, what became
     /// of each event: appended now, already in the log (same id), or not
@@ -366,6 +448,11 @@ impl PgEventStore {
         }
         let events: Vec<NewEvent> = items.iter().map(|(_, e)| e.clone()).collect();
         validate(&events)?;
+        if let Some(upstream) = &self.inner.upstream {
+            return self
+                .append_new_streams_upstream(upstream.0.as_ref(), items)
+                .await;
+        }
         let batch = Batch::new(&events)?;
         let streams: Vec<&str> = items.iter().map(|(s, _)| s.as_str()).collect();
         // A stream that exists has a version 1 already: the row is skipped
@@ -446,6 +533,14 @@ impl PgEventStore {
                 *cached = Arc::new(event);
             }
         }
+    }
+
+    pub(crate) fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn woken(&self) -> watch::Receiver<u64> {
+        self.inner.wake.subscribe()
     }
 
     /// Wakes subscribers after events were committed outside [`EventStore::append`].
@@ -536,6 +631,11 @@ impl EventStore for PgEventStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, EventStoreError> {
         validate(&events)?;
+        if let Some(upstream) = &self.inner.upstream {
+            return self
+                .append_upstream(upstream.0.as_ref(), stream, expected, events)
+                .await;
+        }
         let batch = Batch::new(&events)?;
         let pool = &self.inner.pool;
         // One statement, checked by the unique indexes. Only a writer racing

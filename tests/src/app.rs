@@ -42,6 +42,8 @@ pub struct TestApp {
     pub delivery: Delivery,
     /// The erasure of deleted content.
     pub erasure: chorus_workers::erasure::Erasure,
+    /// The log of record and its mirror, for [`spawn_app_with_upstream`].
+    pub upstream: Option<crate::upstream::Mirrored>,
     pub client: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
 }
@@ -145,7 +147,20 @@ pub async fn spawn_app_with_replica(
         url: replicated.standby_url(&db.name),
         max_lag,
     };
-    start(db, Some(replica), None, settings, options, true).await
+    start(db, Some(replica), None, settings, options, true, false).await
+}
+
+/// Starts a server whose log of record is another Postgres database (as
+/// `CHORUS_EVENT_STORE=postgres://…` makes `chorus serve` run): appends go
+/// there, and the mirror copies them into the server's database, where
+/// everything else reads them ([`TestApp::upstream`]).
+pub async fn spawn_app_with_upstream() -> TestApp {
+    let settings = FederationSettings {
+        allow_private_addresses: true,
+        ..FederationSettings::default()
+    };
+    let options = chorus_api::federation::delivery::sender_options(&settings);
+    start(test_db().await, None, None, settings, options, true, true).await
 }
 
 /// Where a test server's queries read, besides its database.
@@ -168,7 +183,16 @@ async fn spawn_with(
     options: chorus_workers::delivery::SenderOptions,
     interpret: bool,
 ) -> TestApp {
-    start(test_db().await, None, host, settings, options, interpret).await
+    start(
+        test_db().await,
+        None,
+        host,
+        settings,
+        options,
+        interpret,
+        false,
+    )
+    .await
 }
 
 async fn start(
@@ -178,6 +202,7 @@ async fn start(
     mut settings: FederationSettings,
     options: chorus_workers::delivery::SenderOptions,
     interpret: bool,
+    upstream: bool,
 ) -> TestApp {
     let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
     if let Some(host) = host
@@ -200,7 +225,14 @@ async fn start(
         })
         .build()
         .unwrap_or_else(|e| panic!("cannot build the test client: {e}"));
-    let store = PgEventStore::new(db.pool.clone());
+    let upstream = if upstream {
+        Some(crate::upstream::mirrored_on(&db).await)
+    } else {
+        None
+    };
+    let store = upstream
+        .as_ref()
+        .map_or_else(|| PgEventStore::new(db.pool.clone()), |m| m.store.clone());
     let projections = Arc::new(
         Projections::start(store.clone())
             .await
@@ -267,6 +299,7 @@ async fn start(
         interpreter,
         delivery,
         erasure,
+        upstream,
         app: App::new(store.clone(), &base_url),
         base_url,
         database_url: db.url,

@@ -13,4 +13,5 @@ pub mod poll;
 pub mod remote;
 pub mod replica;
 pub mod sink;
+pub mod upstream;
 pub mod ws;

@@ -276,7 +276,7 @@ async fn run(
                 upstream.caught_up(last).await;
             }
             let done = loop {
-                match write(&pool, &work, last).await {
+                match write(&store, &work, last).await {
                     Ok(done) => break done,
                     Err(error) => {
                         if pool.is_closed() {
@@ -318,8 +318,12 @@ enum WriteError {
 
 /// Indexes the batch, erases its deletions and saves the checkpoint, in one
 /// transaction.
-async fn write(pool: &PgPool, work: &Work, checkpoint: Position) -> Result<Done, WriteError> {
-    let mut tx = pool.begin().await?;
+async fn write(
+    store: &PgEventStore,
+    work: &Work,
+    checkpoint: Position,
+) -> Result<Done, WriteError> {
+    let mut tx = store.pool().begin().await?;
     let mut done = Done::default();
     if !work.holdings.is_empty() {
         let subjects: Vec<&str> = work.holdings.iter().map(|(s, _, _)| s.as_str()).collect();
@@ -333,10 +337,10 @@ async fn write(pool: &PgPool, work: &Work, checkpoint: Position) -> Result<Done,
         .bind(&events)
         .execute(&mut *tx)
         .await?;
-        late_arrivals(&mut tx, work, &mut done).await?;
+        late_arrivals(store, &mut tx, work, &mut done).await?;
     }
     for deletion in &work.deletions {
-        erase(&mut tx, deletion, &mut done).await?;
+        erase(store, &mut tx, deletion, &mut done).await?;
     }
     checkpoints::save(&mut *tx, SUBSCRIBER, checkpoint).await?;
     tx.commit().await?;
@@ -347,6 +351,7 @@ async fn write(pool: &PgPool, work: &Work, checkpoint: Position) -> Result<Done,
 /// an actor deleted in an earlier batch, whose content came again after
 /// its deletion.
 async fn late_arrivals(
+    store: &PgEventStore,
     conn: &mut PgConnection,
     work: &Work,
     done: &mut Done,
@@ -404,7 +409,7 @@ async fn late_arrivals(
             redacted,
             erased_at: Utc::now(),
         };
-        record_erasure(conn, *event, record, erased).await?;
+        record_erasure(store, conn, *event, record, erased).await?;
         done.appended = true;
     }
     Ok(())
@@ -412,6 +417,7 @@ async fn late_arrivals(
 
 /// Erases what `deletion` deleted.
 async fn erase(
+    store: &PgEventStore,
     conn: &mut PgConnection,
     deletion: &Deletion,
     done: &mut Done,
@@ -473,7 +479,7 @@ async fn erase(
         redacted,
         erased_at: Utc::now(),
     };
-    record_erasure(conn, deletion.event, record, erased).await?;
+    record_erasure(store, conn, deletion.event, record, erased).await?;
     done.appended = true;
     Ok(())
 }
@@ -635,6 +641,7 @@ async fn redact_deliveries(conn: &mut PgConnection, events: &[EventId]) -> Resul
 
 /// Appends the `ContentErased` caused by `cause`, once.
 async fn record_erasure(
+    store: &PgEventStore,
     conn: &mut PgConnection,
     cause: EventId,
     record: EventId,
@@ -649,7 +656,11 @@ async fn record_erasure(
             correlation_id: Some(cause.0),
             ..Metadata::default()
         });
-    PgEventStore::append_with(conn, &stream, ExpectedVersion::Any, &[event]).await?;
+    // With an external log of record, the event goes there first (the
+    // rewrites above stay in this database's copy only).
+    store
+        .append_in(conn, &stream, ExpectedVersion::Any, &[event])
+        .await?;
     Ok(())
 }
 

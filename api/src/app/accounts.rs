@@ -2,7 +2,6 @@
 
 use chorus_domain::actors::{self, ActorState, Handle, RegisterActor};
 use chorus_domain::{EventStoreError, ExpectedVersion, Metadata, Position};
-use chorus_postgres::PgEventStore;
 use uuid::Uuid;
 
 use super::{ATTEMPTS, App, AppError, LocalActor};
@@ -61,7 +60,9 @@ impl App {
             .map_err(|e| AppError::Invalid(e.to_string()))?;
 
         let mut tx = self.pool.begin().await?;
-        match PgEventStore::append_with(&mut tx, &stream, ExpectedVersion::NoStream, &new_events)
+        match self
+            .store
+            .append_in(&mut tx, &stream, ExpectedVersion::NoStream, &new_events)
             .await
         {
             Ok(_) => {}
@@ -129,13 +130,15 @@ impl App {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| AppError::Invalid(e.to_string()))?;
             let mut tx = self.pool.begin().await?;
-            let outcome = match PgEventStore::append_with(
-                &mut tx,
-                &stream,
-                ExpectedVersion::Exact(version),
-                &new_events,
-            )
-            .await
+            let outcome = match self
+                .store
+                .append_in(
+                    &mut tx,
+                    &stream,
+                    ExpectedVersion::Exact(version),
+                    &new_events,
+                )
+                .await
             {
                 Ok(outcome) => outcome,
                 Err(EventStoreError::WrongExpectedVersion { .. }) => continue,

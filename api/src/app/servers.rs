@@ -9,7 +9,6 @@ use chorus_domain::servers::{
     ServerError, ServerState,
 };
 use chorus_domain::{DomainEvent, EventStoreError, ExpectedVersion, Metadata, Position};
-use chorus_postgres::PgEventStore;
 use uuid::Uuid;
 
 use super::{App, AppError, LocalActor, PostInput, Stamp, Target};
@@ -122,13 +121,10 @@ impl App {
             .map(|e| stamp.event(e, "created"))
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.pool.begin().await?;
-        let outcome = match PgEventStore::append_with(
-            &mut tx,
-            &stream,
-            ExpectedVersion::NoStream,
-            &new_events,
-        )
-        .await
+        let outcome = match self
+            .store
+            .append_in(&mut tx, &stream, ExpectedVersion::NoStream, &new_events)
+            .await
         {
             Ok(outcome) => outcome,
             Err(EventStoreError::WrongExpectedVersion { .. }) => {

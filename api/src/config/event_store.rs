@@ -16,11 +16,14 @@ pub enum EventStoreSetting {
     /// A KurrentDB server: a `kurrentdb://`, `esdb://` (or `+discover`)
     /// connection string, which may carry a password.
     KurrentDb(Secret),
+    /// Another Postgres database (`postgres://…`), holding Chorus' schema:
+    /// the log of record, which this database's log mirrors.
+    Database(Secret),
 }
 
 impl EventStoreSetting {
-    /// Parses the setting `name` (for messages): `postgres` or a KurrentDB
-    /// connection string.
+    /// Parses the setting `name` (for messages): `postgres`, a KurrentDB
+    /// connection string or another Postgres database's URL.
     pub fn parse(name: &'static str, value: &str) -> Result<Self, ConfigError> {
         let value = value.trim();
         if value == "postgres" {
@@ -33,9 +36,16 @@ impl EventStoreSetting {
         };
         let Some((scheme, rest)) = value.split_once("://") else {
             return Err(fail(
-                "expected `postgres` or a KurrentDB connection string (kurrentdb://host:2113?tls=false)",
+                "expected `postgres`, a KurrentDB connection string (kurrentdb://host:2113?tls=false) or another Postgres database's URL (postgres://…)",
             ));
         };
+        if matches!(scheme, "postgres" | "postgresql") {
+            let url = Url::parse(value).map_err(|e| fail(&e.to_string()))?;
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(fail("it needs a host"));
+            }
+            return Ok(Self::Database(Secret::new(value)));
+        }
         if !matches!(
             scheme,
             "kurrentdb"
@@ -46,7 +56,7 @@ impl EventStoreSetting {
                 | "esdb+discover"
         ) {
             return Err(fail(
-                "the scheme must be kurrentdb:// or esdb:// (or `postgres` for the database's own log)",
+                "the scheme must be kurrentdb://, esdb:// or postgres:// (or `postgres` for the database's own log)",
             ));
         }
         // Clusters list their seeds as `host1:2113,host2:2113`, which is no
@@ -67,7 +77,16 @@ impl EventStoreSetting {
     pub fn display(&self) -> String {
         match self {
             Self::Postgres => "postgres".to_owned(),
-            Self::KurrentDb(url) => redact(url.expose()),
+            Self::KurrentDb(url) | Self::Database(url) => redact(url.expose()),
+        }
+    }
+
+    /// The URL of the external log of record, if the log is not the
+    /// database's own.
+    pub fn upstream(&self) -> Option<&str> {
+        match self {
+            Self::Postgres => None,
+            Self::KurrentDb(url) | Self::Database(url) => Some(url.expose()),
         }
     }
 }
@@ -129,7 +148,12 @@ mod tests {
         );
         check("kurrent", Err("expected `postgres`"));
         check("mysql://u:hunter2@db/x", Err("the scheme must be"));
-        check("postgres://u:hunter2@db/x", Err("the scheme must be"));
+        check("postgres://u:hunter2@db/x", Ok("postgres://u:***@db/x"));
+        check(
+            "postgresql://db.example/chorus",
+            Ok("postgresql://db.example/chorus"),
+        );
+        check("postgres:///x", Err("needs a host"));
         check("kurrentdb://u:hunter2@", Err("needs a host"));
         check("kurrentdb://u:hunter2@db:99999", Err("invalid port"));
     }

@@ -12,14 +12,12 @@
 //! refused.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_trait::async_trait;
-use chorus_domain::{
-    AppendOutcome, EventStore, EventStoreError, ExpectedVersion, Position, RecordedEvent, StreamId,
-};
-use chorus_postgres::{Narrowed, PgEventStore};
+use chorus_domain::{EventStoreError, ExpectedVersion, Position, RecordedEvent};
+use chorus_postgres::PgEventStore;
 use indicatif::ProgressBar;
 use sqlx::postgres::PgPoolOptions;
 
@@ -34,73 +32,7 @@ const PAGE: usize = 1000;
 /// stored: a transaction running long on a Postgres source holds reads back.
 const STALL: Duration = Duration::from_secs(60);
 
-/// An end of a migration: an event log that can say where it ends, and
-/// take events copied from another log.
-#[async_trait]
-pub trait MigrationStore: EventStore {
-    /// The last event readable now.
-    async fn last_event(&self) -> Result<Option<RecordedEvent>, EventStoreError>;
-
-    /// How many events follow `after`, when the store can tell cheaply.
-    async fn count_after(&self, after: Position) -> Result<Option<u64>, EventStoreError>;
-
-    /// Appends events copied from another log, keeping their ids, schema
-    /// versions and recorded times; idempotent as `append` is.
-    async fn import(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: &[RecordedEvent],
-    ) -> Result<AppendOutcome, EventStoreError>;
-}
-
-#[async_trait]
-impl MigrationStore for PgEventStore {
-    async fn last_event(&self) -> Result<Option<RecordedEvent>, EventStoreError> {
-        Ok(
-            PgEventStore::read_before(self.pool(), Position::END, &Narrowed::default(), 1)
-                .await?
-                .pop(),
-        )
-    }
-
-    async fn count_after(&self, after: Position) -> Result<Option<u64>, EventStoreError> {
-        PgEventStore::count_after(self.pool(), after, &Narrowed::default())
-            .await
-            .map(Some)
-    }
-
-    async fn import(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: &[RecordedEvent],
-    ) -> Result<AppendOutcome, EventStoreError> {
-        PgEventStore::import(self, stream, expected, events).await
-    }
-}
-
-#[cfg(feature = "kurrentdb")]
-#[async_trait]
-impl MigrationStore for chorus_kurrent::KurrentEventStore {
-    async fn last_event(&self) -> Result<Option<RecordedEvent>, EventStoreError> {
-        chorus_kurrent::KurrentEventStore::last_event(self).await
-    }
-
-    async fn count_after(&self, _after: Position) -> Result<Option<u64>, EventStoreError> {
-        // Counting `$all` means reading it.
-        Ok(None)
-    }
-
-    async fn import(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: &[RecordedEvent],
-    ) -> Result<AppendOutcome, EventStoreError> {
-        chorus_kurrent::KurrentEventStore::import(self, stream, expected, events).await
-    }
-}
+pub use chorus_domain::MigrationStore;
 
 /// Which way `chorus events migrate` copies.
 #[derive(Debug, Clone)]
@@ -126,7 +58,7 @@ pub struct Summary {
 /// Why the target cannot take the source's log.
 #[derive(Debug, thiserror::Error)]
 #[error("the target's log is neither empty nor a prefix of the source's: {0}")]
-pub struct NotAPrefix(String);
+pub struct NotAPrefix(pub String);
 
 /// Copies `source`'s log into `target` from where `target`'s ends (see the
 /// module docs), counting events on `bar`.
@@ -151,19 +83,9 @@ pub async fn migrate(
     let resume = match target_end {
         None => Position::START,
         Some(last) => {
-            let theirs = source
-                .read_stream(&last.stream_id, last.stream_version, 1)
-                .await
-                .context("looking the target's last event up in the source")?;
-            let Some(ours) = theirs.into_iter().next().filter(|e| e.id == last.id) else {
-                return Err(NotAPrefix(format!(
-                    "its last event, {} (version {} of `{}`), is not the source's",
-                    last.id, last.stream_version, last.stream_id
-                ))
-                .into());
-            };
-            summary.verified = verify(source, target, last.position, ours.position, bar).await?;
-            ours.position
+            let (verified, resume) = prefix_of(source, target, &last, bar).await?;
+            summary.verified = verified;
+            resume
         }
     };
     let Some(source_end) = source_end else {
@@ -193,6 +115,30 @@ pub async fn migrate(
         }
     }
     Ok(summary)
+}
+
+/// Checks that `target`'s log, whose last event is `last`, is a prefix of
+/// `source`'s, event by event; returns how many events matched and where
+/// the source holds `last`.
+pub async fn prefix_of(
+    source: &dyn MigrationStore,
+    target: &dyn MigrationStore,
+    last: &RecordedEvent,
+    bar: &ProgressBar,
+) -> anyhow::Result<(u64, Position)> {
+    let theirs = source
+        .read_stream(&last.stream_id, last.stream_version, 1)
+        .await
+        .context("looking the target's last event up in the source")?;
+    let Some(ours) = theirs.into_iter().next().filter(|e| e.id == last.id) else {
+        return Err(NotAPrefix(format!(
+            "its last event, {} (version {} of `{}`), is not the source's",
+            last.id, last.stream_version, last.stream_id
+        ))
+        .into());
+    };
+    let verified = verify(source, target, last.position, ours.position, bar).await?;
+    Ok((verified, ours.position))
 }
 
 /// Checks the target's log, up to `through`, against the source's, up to
@@ -376,13 +322,15 @@ impl<'a> Reader<'a> {
 }
 
 /// The other end of a migration, from its URL.
-async fn open_other(url: &str) -> anyhow::Result<(Box<dyn MigrationStore>, Option<sqlx::PgPool>)> {
+pub async fn open_other(
+    url: &str,
+) -> anyhow::Result<(Arc<dyn MigrationStore>, Option<sqlx::PgPool>)> {
     let shown = redact(url);
     let scheme = url.split_once("://").map_or("", |(s, _)| s);
     match scheme {
         "postgres" | "postgresql" => {
             let pool = PgPoolOptions::new()
-                .max_connections(4)
+                .max_connections(8)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await
@@ -390,7 +338,7 @@ async fn open_other(url: &str) -> anyhow::Result<(Box<dyn MigrationStore>, Optio
             chorus_postgres::migrate::run(&pool)
                 .await
                 .with_context(|| format!("applying Chorus' migrations to {shown}"))?;
-            Ok((Box::new(PgEventStore::new(pool.clone())), Some(pool)))
+            Ok((Arc::new(PgEventStore::new(pool.clone())), Some(pool)))
         }
         "kurrentdb" | "kurrent" | "esdb" | "kurrentdb+discover" | "kurrent+discover"
         | "esdb+discover" => open_kurrent(url, &shown),
@@ -404,16 +352,16 @@ async fn open_other(url: &str) -> anyhow::Result<(Box<dyn MigrationStore>, Optio
 fn open_kurrent(
     url: &str,
     _shown: &str,
-) -> anyhow::Result<(Box<dyn MigrationStore>, Option<sqlx::PgPool>)> {
+) -> anyhow::Result<(Arc<dyn MigrationStore>, Option<sqlx::PgPool>)> {
     let store = chorus_kurrent::KurrentEventStore::connect(url)?;
-    Ok((Box::new(store), None))
+    Ok((Arc::new(store), None))
 }
 
 #[cfg(not(feature = "kurrentdb"))]
 fn open_kurrent(
     _url: &str,
     shown: &str,
-) -> anyhow::Result<(Box<dyn MigrationStore>, Option<sqlx::PgPool>)> {
+) -> anyhow::Result<(Arc<dyn MigrationStore>, Option<sqlx::PgPool>)> {
     anyhow::bail!(
         "cannot reach {shown}: this chorus was built without the `kurrentdb` feature (build it with `cargo build -p chorus-api --features kurrentdb`)"
     )
@@ -471,26 +419,4 @@ pub async fn run(settings: Settings, direction: Direction) -> anyhow::Result<()>
     .await;
     database.close().await;
     result
-}
-
-/// Why `chorus serve` cannot run with the configured event store, if it
-/// cannot.
-pub fn serve_refusal(settings: &Settings) -> Option<String> {
-    let crate::config::EventStoreSetting::KurrentDb(_) = &settings.event_store else {
-        return None;
-    };
-    let shown = settings.event_store.display();
-    let built = if cfg!(feature = "kurrentdb") {
-        String::new()
-    } else {
-        " (and this chorus was built without the `kurrentdb` feature)".to_owned()
-    };
-    Some(format!(
-        "CHORUS_EVENT_STORE is {shown}, but `chorus serve` cannot serve from KurrentDB{built}: \
-         the serving path, the projections, the narrowed reads and the erasure all read the \
-         Postgres log. To copy the log to KurrentDB, run `chorus events migrate --to <url>` \
-         (the Postgres log stays as it is). To go back, set CHORUS_EVENT_STORE=postgres (or \
-         unset it), after copying anything written to KurrentDB since with \
-         `chorus events migrate --from <url>`."
-    ))
 }

@@ -7,6 +7,7 @@
 pub mod export;
 pub mod migrate;
 pub mod ndjson;
+pub mod upstream;
 
 use std::str::FromStr;
 
