@@ -5,9 +5,11 @@
 //! for a GraphQL mutation waiting in one process for a projection running
 //! in another. So each process keeps a [`Board`]: the progress of its own
 //! subscribers, which it announces on a notification channel as it moves,
-//! and that of every other process's subscribers, which it hears there. The
-//! stored checkpoints are read too, once a second and at start, so a lost
-//! notification costs at most that.
+//! and that of every other process's subscribers, which it hears there.
+//! Each process says where its subscribers are again once a second, and
+//! the stored checkpoints are read once a second too, so a lost
+//! notification (or one sent before another process listened) costs at
+//! most that.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,11 +90,16 @@ impl Board {
             }),
         };
         let weak = Arc::downgrade(&board.inner);
-        let listening = tokio::spawn(listen(pool.clone(), weak.clone()));
+        let (listening_now, heard) = tokio::sync::oneshot::channel();
+        let listening = tokio::spawn(listen(pool.clone(), weak.clone(), listening_now));
         let announcing = tokio::spawn(announce(pool, weak, board.inner.moved.clone()));
         if let Ok(mut tasks) = board.inner.tasks.lock() {
             tasks.extend([listening, announcing]);
         }
+        // Announcements made before LISTEN took effect would be missed (then
+        // made up for by the next one, within a second): wait for it, a
+        // little.
+        let _ = tokio::time::timeout(Duration::from_secs(5), heard).await;
         Ok(board)
     }
 
@@ -223,7 +230,12 @@ impl Board {
 
 /// Hears other processes' announcements, and reads the stored checkpoints
 /// once a second, reconnecting when the connection drops.
-async fn listen(pool: PgPool, board: std::sync::Weak<Inner>) {
+async fn listen(
+    pool: PgPool,
+    board: std::sync::Weak<Inner>,
+    listening: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut listening = Some(listening);
     let upgrade = || board.upgrade().map(|inner| Board { inner });
     while !pool.is_closed() {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -238,6 +250,9 @@ async fn listen(pool: PgPool, board: std::sync::Weak<Inner>) {
             tracing::warn!(%error, "could not LISTEN for subscribers' progress");
             tokio::time::sleep(POLL).await;
             continue;
+        }
+        if let Some(listening) = listening.take() {
+            let _ = listening.send(());
         }
         let mut poll = tokio::time::interval(POLL);
         loop {
@@ -271,8 +286,9 @@ async fn listen(pool: PgPool, board: std::sync::Weak<Inner>) {
     }
 }
 
-/// Announces this process's subscribers' progress as it moves: bursts
-/// coalesce into one notification at most every [`ANNOUNCE_INTERVAL`],
+/// Announces this process's subscribers' progress as it moves, and once a
+/// second anyway: bursts coalesce into one notification at most every
+/// [`ANNOUNCE_INTERVAL`],
 /// sent outside any subscriber's transaction (a notifying commit takes a
 /// cluster-wide lock) and without waiting for the disk.
 async fn announce(pool: PgPool, board: std::sync::Weak<Inner>, moved: Arc<Notify>) {
@@ -280,7 +296,12 @@ async fn announce(pool: PgPool, board: std::sync::Weak<Inner>, moved: Arc<Notify
         let Some(inner) = board.upgrade() else { return };
         if !inner.dirty.swap(false, Ordering::AcqRel) {
             drop(inner);
-            moved.notified().await;
+            // Said again once a second even without a move, for a process
+            // that started listening (or reconnected) since.
+            let _ = tokio::time::timeout(POLL, moved.notified()).await;
+            if let Some(inner) = board.upgrade() {
+                inner.dirty.store(true, Ordering::Release);
+            }
             continue;
         }
         let payload = Board { inner }.announcement();
