@@ -54,7 +54,11 @@ fn chorus_binary() -> anyhow::Result<PathBuf> {
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     let output = Command::new(env!("CARGO"))
         .args(["build", "--release", "-p", "chorus-api", "--bin", "chorus"])
-        .args(["--message-format", "json-render-diagnostics", "--manifest-path"])
+        .args([
+            "--message-format",
+            "json-render-diagnostics",
+            "--manifest-path",
+        ])
         .arg(manifest)
         .stderr(Stdio::inherit())
         .output()
@@ -116,7 +120,11 @@ impl Bench {
             .env_remove("CHORUS_CONFIG")
             .env(
                 "DATABASE_URL",
-                format!("{}?application_name={}", self.database_url, session_name(label)),
+                format!(
+                    "{}?application_name={}",
+                    self.database_url,
+                    session_name(label)
+                ),
             )
             .env("CHORUS_BIND", format!("127.0.0.1:{port}"))
             .env("CHORUS_BASE_URL", &self.base)
@@ -249,13 +257,21 @@ async fn run(cluster: &PrivateCluster, binary: PathBuf) -> anyhow::Result<()> {
         100.0 * b.rate() / verify_rate
     );
     for (name, f) in [
-        ("machine busy (of 2 cores)", Figures::machine_share as fn(&Figures) -> f64),
+        (
+            "machine busy (of 2 cores)",
+            Figures::machine_share as fn(&Figures) -> f64,
+        ),
         ("api processes", |f: &Figures| f.share(&["api"])),
         ("worker + projector", |f: &Figures| {
             f.share(&["worker", "projector"])
         }),
-        ("postgres (all processes)", |f: &Figures| f.share(&["postgres"])),
+        ("postgres (all processes)", |f: &Figures| {
+            f.share(&["postgres"])
+        }),
         ("load generator", |f: &Figures| f.share(&["load generator"])),
+        ("other processes on the machine", |f: &Figures| {
+            f.others() / f.cores as f64
+        }),
     ] {
         println!(
             "| {name} | {:.0}% | {:.0}% | |",
@@ -313,6 +329,11 @@ impl Figures {
         self.accepted as f64 / self.seconds
     }
 
+    /// Cores used by processes outside the run (others sharing the machine).
+    fn others(&self) -> f64 {
+        (self.machine - self.cpu.values().sum::<f64>()).max(0.0)
+    }
+
     fn machine_share(&self) -> f64 {
         self.machine / self.cores as f64
     }
@@ -343,7 +364,7 @@ impl Figures {
         );
         let listed: f64 = self.cpu.values().sum();
         println!(
-            "  CPU over the window, in cores: {}; these {listed:.2}, the whole machine {:.2} of {} ({:.0}% busy)",
+            "  CPU over the window, in cores: {}; these {listed:.2}, the whole machine {:.2} of {} ({:.0}% busy; other processes on the machine {:.2})",
             self.cpu
                 .iter()
                 .map(|(label, cores)| format!("{label} {cores:.2}"))
@@ -351,7 +372,8 @@ impl Figures {
                 .join(", "),
             self.machine,
             self.cores,
-            100.0 * self.machine_share()
+            100.0 * self.machine_share(),
+            self.others()
         );
         let api_cores = self.share(&["api"]) * self.cores as f64;
         // One core verifies verify_rate / cores signatures a second.
@@ -381,11 +403,12 @@ impl Figures {
         let busy = self.machine_share();
         let flushing = self.wal_sync_ms / 1000.0 / self.seconds;
         let split = format!(
-            "api processes {:.0}%, postgres {:.0}%, worker + projector {:.0}%, load generator {:.0}%",
+            "api processes {:.0}%, postgres {:.0}%, worker + projector {:.0}%, load generator {:.0}%, other processes on the machine {:.0}%",
             100.0 * self.share(&["api"]),
             100.0 * self.share(&["postgres"]),
             100.0 * self.share(&["worker", "projector"]),
-            100.0 * self.share(&["load generator"])
+            100.0 * self.share(&["load generator"]),
+            100.0 * self.others() / self.cores as f64
         );
         if busy >= 0.9 {
             format!(
@@ -637,10 +660,7 @@ impl Sampler {
             .collect();
         let me = std::process::id();
         let mut cpu = BTreeMap::new();
-        let seen = self
-            .seen
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let seen = self.seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         for (pid, s) in seen.iter() {
             let label = if let Some(label) = by_pid.get(pid) {
                 label.clone()
@@ -701,7 +721,12 @@ async fn sessions(pool: &PgPool) -> anyhow::Result<HashMap<u32, (String, String)
             .await?;
     Ok(rows
         .into_iter()
-        .map(|(pid, t, a)| (pid.unsigned_abs(), (t.unwrap_or_default(), a.unwrap_or_default())))
+        .map(|(pid, t, a)| {
+            (
+                pid.unsigned_abs(),
+                (t.unwrap_or_default(), a.unwrap_or_default()),
+            )
+        })
         .collect())
 }
 
