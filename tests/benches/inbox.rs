@@ -15,28 +15,23 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use chorus_tests::bench::scale;
+use chorus_tests::bench::{Signed, follow_all, rsa_verify_rate, scale, send, sign_notes, threads};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeyPair;
-use aws_lc_rs::signature::{self, KeyPair as _, UnparsedPublicKey};
 use chorus_api::app::App;
 use chorus_api::config::FederationSettings;
 use chorus_api::federation::Federation;
 use chorus_api::federation::interpret::Interpreter;
 use chorus_api::http::{AppState, router};
-use chorus_domain::remote::received_event_id;
 use chorus_domain::{EventId, EventStore, Position};
 use chorus_postgres::{PgEventStore, PrivateCluster};
 use chorus_projections::Projections;
 use chorus_tests::app::last_committed;
-use chorus_tests::remote::{KeyStyle, RemoteActor, RemoteServer, Scheme, signed_post_headers};
+use chorus_tests::remote::{KeyStyle, RemoteActor, RemoteServer};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use serde_json::json;
 
 /// The target rate of the lag measurement and the throughput floor.
 const TARGET_RATE: f64 = 2000.0;
@@ -44,13 +39,6 @@ const TARGET_RATE: f64 = 2000.0;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     chorus_tests::bench::on_durable_cluster("inbox", run).await
-}
-
-/// A request ready to send: its activity id, body and signature headers.
-struct Signed {
-    event: EventId,
-    body: Vec<u8>,
-    headers: Vec<(String, String)>,
 }
 
 async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
@@ -105,18 +93,7 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
 
     // Warm-up: every remote actor follows a local one, so its key is
     // fetched and cached before anything is timed.
-    for (i, actor) in actors.iter().enumerate() {
-        let follow = json!({
-            "id": format!("{}/follows/{i}", remote.base_url),
-            "type": "Follow",
-            "actor": actor.uri,
-            "object": locals[i % locals.len()],
-        });
-        let body = serde_json::to_vec(&follow)?;
-        let headers = signed_post_headers(actor, &inbox, &body, Scheme::Cavage, chrono::Utc::now());
-        let status = send(&client, &inbox, body, &headers).await?;
-        anyhow::ensure!(status == 202, "warm-up follow answered {status}");
-    }
+    follow_all(&client, &remote, &actors, &locals, &inbox).await?;
     wait_for_everything(&pool, &interpreter, &projections).await?;
 
     let verify_rate = rsa_verify_rate();
@@ -131,7 +108,15 @@ async fn run(cluster: &PrivateCluster) -> anyhow::Result<()> {
     let lag_seconds = 10.0 * scale(1000) as f64 / 1000.0;
     let lag_n = (TARGET_RATE * lag_seconds) as usize;
     let started = Instant::now();
-    let requests = sign_all(&remote, &actors, &locals, &inbox, throughput_n + lag_n).await?;
+    let requests = sign_notes(
+        &remote,
+        &actors,
+        &locals,
+        std::slice::from_ref(&inbox),
+        "",
+        throughput_n + lag_n,
+    )
+    .await?;
     println!(
         "signed {} requests in {:.1} s",
         requests.len(),
@@ -436,118 +421,6 @@ async fn wrk_throughput(
         println!("  every distinct request was stored before wrk stopped: the rate is a floor");
     }
     Ok(Some(stored as f64 / seconds))
-}
-
-async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    body: Vec<u8>,
-    headers: &[(String, String)],
-) -> anyhow::Result<u16> {
-    let mut request = client.post(url).body(body);
-    for (name, value) in headers {
-        if !name.eq_ignore_ascii_case("host") {
-            request = request.header(name, value);
-        }
-    }
-    Ok(request.send().await?.status().as_u16())
-}
-
-/// Signs `n` Create{Note} deliveries on all cores.
-async fn sign_all(
-    remote: &RemoteServer,
-    actors: &[RemoteActor],
-    locals: &[String],
-    inbox: &str,
-    n: usize,
-) -> anyhow::Result<Vec<Signed>> {
-    let threads = threads();
-    let now = chrono::Utc::now();
-    let mut tasks = Vec::new();
-    for t in 0..threads {
-        let actors = actors.to_vec();
-        let locals = locals.to_vec();
-        let inbox = inbox.to_owned();
-        let base = remote.base_url.clone();
-        tasks.push(tokio::task::spawn_blocking(move || {
-            (t..n)
-                .step_by(threads)
-                .map(|i| {
-                    let actor = &actors[i % actors.len()];
-                    let note = format!("{base}/notes/{i}");
-                    let mention = &locals[i % locals.len()];
-                    let activity = json!({
-                        "@context": "https://www.w3.org/ns/activitystreams",
-                        "id": format!("{note}/activity"),
-                        "type": "Create",
-                        "actor": actor.uri,
-                        "to": ["https://www.w3.org/ns/activitystreams#Public"],
-                        "object": {
-                            "id": note,
-                            "type": "Note",
-                            "attributedTo": actor.uri,
-                            "to": ["https://www.w3.org/ns/activitystreams#Public"],
-                            "content": format!("<p>Note {i} from a remote server, long enough to look like a real post with a <a href=\"https://example.com/\">link</a> and a mention of <span class=\"h-card\"><a href=\"{mention}\" class=\"u-url mention\">@someone</a></span>.</p>"),
-                            "tag": if i % 5 == 0 { json!([{ "type": "Mention", "href": mention }]) } else { json!([]) },
-                            "published": now.to_rfc3339(),
-                        },
-                    });
-                    let body = serde_json::to_vec(&activity).unwrap_or_default();
-                    let headers = signed_post_headers(actor, &inbox, &body, Scheme::Cavage, now);
-                    Signed {
-                        event: received_event_id(activity["id"].as_str().unwrap_or_default()),
-                        body,
-                        headers,
-                    }
-                })
-                .collect::<Vec<_>>()
-        }));
-    }
-    let mut all = Vec::with_capacity(n);
-    for task in tasks {
-        all.extend(task.await?);
-    }
-    Ok(all)
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// RSA-2048 PKCS#1 v1.5 SHA-256 verifications per second on all cores.
-fn rsa_verify_rate() -> f64 {
-    let pair =
-        KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap_or_else(|e| panic!("{e}"));
-    let message = b"(request-target): post /inbox\nhost: 127.0.0.1\ndate: Mon, 23 Nov 2026 19:05:11 GMT\ndigest: SHA-256=x";
-    let mut sig = vec![0; pair.public_modulus_len()];
-    pair.sign(
-        &signature::RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        message,
-        &mut sig,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let public = pair.public_key().as_ref().to_vec();
-    let duration = Duration::from_secs(2);
-    let handles: Vec<_> = (0..threads())
-        .map(|_| {
-            let public = public.clone();
-            let sig = sig.clone();
-            std::thread::spawn(move || {
-                let key = UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &public);
-                let started = Instant::now();
-                let mut n = 0u64;
-                while started.elapsed() < duration {
-                    if key.verify(message, &sig).is_ok() {
-                        n += 1;
-                    }
-                }
-                n
-            })
-        })
-        .collect();
-    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-    total as f64 / duration.as_secs_f64()
 }
 
 /// Waits until the interpreter and the projections have processed the log.
