@@ -103,7 +103,7 @@ async fn a_server_killed_with_a_backlog_delivers_everything_once_restarted() {
     let base = format!("http://127.0.0.1:{port}");
     let mut server = serve(&db.url, port);
 
-    let token = create_account(env!("CARGO_BIN_EXE_chorus"), &db.url, &base, "alice");
+    let token = create_account(env!("CARGO_BIN_EXE_chorus"), &db.url, &base, "alice", &[]);
     let alice = format!("{base}/users/alice");
     wait_ready(&mut server, &base).await;
 

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use chorus_api::roles::all_leases;
+use chorus_api::roles::{MIRROR_LEASE, all_leases};
 use chorus_postgres::leases::holders;
 use chorus_tests::cli::{create_account, free_port, run_at, wait_ready};
 use chorus_tests::history::read_models;
@@ -29,7 +29,7 @@ const POSTS: usize = 40;
 
 /// One `chorus` process of `role`, its public address `base` (what a load
 /// balancer would answer on), listening on `port` if it serves HTTP.
-fn chorus(database_url: &str, base: &str, role: &str, port: u16) -> Child {
+fn chorus(database_url: &str, base: &str, role: &str, port: u16, env: &[(&str, &str)]) -> Child {
     let logs = if std::env::var_os("CHORUS_TEST_LOGS").is_some() {
         Stdio::inherit()
     } else {
@@ -38,6 +38,7 @@ fn chorus(database_url: &str, base: &str, role: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_chorus"))
         .args(["serve", "--role", role])
         .env_remove("CHORUS_CONFIG")
+        .envs(env.iter().copied())
         .env("DATABASE_URL", database_url)
         .env("CHORUS_BIND", format!("127.0.0.1:{port}"))
         .env("CHORUS_BASE_URL", base)
@@ -94,8 +95,12 @@ impl Drop for Fleet {
 }
 
 /// Who holds each lease: the holder's server process id, by lease.
-async fn lease_pids(pool: &PgPool) -> HashMap<String, Option<String>> {
-    holders(pool, &all_leases())
+async fn lease_pids(pool: &PgPool, mirrored: bool) -> HashMap<String, Option<String>> {
+    let mut leases = all_leases();
+    if mirrored {
+        leases.push(MIRROR_LEASE.to_owned());
+    }
+    holders(pool, &leases)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
@@ -235,7 +240,51 @@ use futures::StreamExt as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn processes_killed_mid_run_are_taken_over_and_nothing_is_lost_or_sent_twice() {
+    under_load_with_kills(None).await;
+}
+
+/// The same with another database as the log of record: every append goes
+/// there first, and the mirror copying it into the server's database runs
+/// under its lease in the projector that is killed, so it is taken over
+/// too; at the end both logs are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_log_of_record_elsewhere_its_mirror_is_taken_over_too() {
+    let of_record = test_db().await;
+    let db = under_load_with_kills(Some(&of_record.url)).await;
+    let log = |pool: PgPool| async move {
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT event_id::text, stream_id, stream_version, payload::text
+             FROM events ORDER BY transaction_id, seq",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        rows
+    };
+    let (mirror, record) = (
+        log(db.pool.clone()).await,
+        log(of_record.pool.clone()).await,
+    );
+    assert!(
+        record.len() > POSTS * 3,
+        "{} events of record",
+        record.len()
+    );
+    assert!(
+        mirror == record,
+        "the mirror differs from the log of record"
+    );
+}
+
+/// Runs the fleet under load, kills a worker and a projector mid-run,
+/// checks what the test's header says; returns the server's database.
+async fn under_load_with_kills(of_record: Option<&str>) -> chorus_tests::pg::TestDb {
     let db = test_db().await;
+    let env: Vec<(&str, &str)> = of_record
+        .map(|url| ("CHORUS_EVENT_STORE", url))
+        .into_iter()
+        .collect();
+    let mirrored = of_record.is_some();
     let pool = PgPool::connect(&db.url)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -244,25 +293,39 @@ async fn processes_killed_mid_run_are_taken_over_and_nothing_is_lost_or_sent_twi
     // Both api processes stand behind one public address.
     let base = apis[0].clone();
 
-    let token = create_account(env!("CARGO_BIN_EXE_chorus"), &db.url, &base, "alice");
+    let token = create_account(env!("CARGO_BIN_EXE_chorus"), &db.url, &base, "alice", &env);
     let alice = format!("{base}/users/alice");
 
+    // One projector first, so that it takes every projection's lease (and
+    // the mirror's): the one killed below.
     let mut fleet = Fleet::default();
-    let api = ports.map(|port| fleet.start(chorus(&db.url, &base, "api", port)));
-    for role in ["worker", "worker", "projector", "projector"] {
-        fleet.start(chorus(&db.url, &base, role, free_port()));
+    let first = fleet.start(chorus(&db.url, &base, "projector", free_port(), &env));
+    eventually(60, "the first projector never took its leases", || async {
+        let leases = lease_pids(&pool, mirrored).await;
+        leases
+            .iter()
+            .filter(|(lease, _)| lease.starts_with("projection:") || *lease == MIRROR_LEASE)
+            .all(|(_, holder)| holder.as_deref().is_some_and(|h| holder_pid(h) == first))
+    })
+    .await;
+    let api = ports.map(|port| fleet.start(chorus(&db.url, &base, "api", port, &env)));
+    for role in ["worker", "worker", "projector"] {
+        fleet.start(chorus(&db.url, &base, role, free_port(), &env));
     }
     for (pid, address) in api.iter().zip(&apis) {
         wait_ready(fleet.child(*pid), address).await;
     }
     eventually(60, "the leases were never all taken", || async {
-        lease_pids(&pool).await.values().all(Option::is_some)
+        lease_pids(&pool, mirrored)
+            .await
+            .values()
+            .all(Option::is_some)
     })
     .await;
     // Every lease is held once, by a process of the right role.
-    for (lease, holder) in lease_pids(&pool).await {
+    for (lease, holder) in lease_pids(&pool, mirrored).await {
         let holder = holder.unwrap_or_default();
-        let role = if lease.starts_with("projection:") {
+        let role = if lease.starts_with("projection:") || lease == MIRROR_LEASE {
             "projector"
         } else {
             "worker"
@@ -318,7 +381,7 @@ async fn processes_killed_mid_run_are_taken_over_and_nothing_is_lost_or_sent_twi
 
     // Mid-run: kill the worker planning deliveries and the projector
     // running the posts projection, with deliveries still going out.
-    let leases = lease_pids(&pool).await;
+    let leases = lease_pids(&pool, mirrored).await;
     let planner_pid = holder_pid(leases["deliveries"].as_deref().unwrap_or_default());
     let posts_pid = holder_pid(leases["projection:posts"].as_deref().unwrap_or_default());
     let killed = [planner_pid, posts_pid];
@@ -346,7 +409,7 @@ async fn processes_killed_mid_run_are_taken_over_and_nothing_is_lost_or_sent_twi
         20,
         "the killed processes' leases were not taken over",
         || async {
-            lease_pids(&pool).await.values().all(|holder| {
+            lease_pids(&pool, mirrored).await.values().all(|holder| {
                 holder
                     .as_deref()
                     .is_some_and(|h| !killed.contains(&holder_pid(h)))
@@ -382,6 +445,7 @@ async fn processes_killed_mid_run_are_taken_over_and_nothing_is_lost_or_sent_twi
         &db.url,
         &base,
         &["projections", "list"],
+        &env,
     );
     assert_eq!(code, Some(0), "{err}");
     for name in chorus_projections::names() {
@@ -476,6 +540,7 @@ async fn processes_killed_mid_run_are_taken_over_and_nothing_is_lost_or_sent_twi
         &db.url,
         &base,
         &["projections", "rebuild", "--all"],
+        &env,
     );
     assert_eq!(code, Some(0), "{err}");
     // The rebuild's own events are counted by `activity_stats` once it has
@@ -499,4 +564,5 @@ async fn processes_killed_mid_run_are_taken_over_and_nothing_is_lost_or_sent_twi
             .take(5)
             .collect::<Vec<_>>()
     );
+    db
 }

@@ -10,19 +10,21 @@ use crate::app::TestApp;
 /// in the tests of `chorus-api`) against `app`'s database and base URL; its
 /// exit code, stdout and stderr.
 pub fn run(binary: &str, app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
-    run_at(binary, &app.database_url, &app.base_url, args)
+    run_at(binary, &app.database_url, &app.base_url, args, &[])
 }
 
 /// Runs `binary ARGS…` against the database at `database_url`, for a
-/// server whose public address is `base_url`.
+/// server whose public address is `base_url`, with `env` set besides.
 pub fn run_at(
     binary: &str,
     database_url: &str,
     base_url: &str,
     args: &[&str],
+    env: &[(&str, &str)],
 ) -> (Option<i32>, String, String) {
     let output = Command::new(binary)
         .args(args)
+        .envs(env.iter().copied())
         .env("DATABASE_URL", database_url)
         .env_remove("CHORUS_CONFIG")
         .env("CHORUS_BASE_URL", base_url)
@@ -39,12 +41,19 @@ pub fn run_at(
 
 /// Creates the local account `handle` with `chorus accounts create`;
 /// returns its API token.
-pub fn create_account(binary: &str, database_url: &str, base_url: &str, handle: &str) -> String {
+pub fn create_account(
+    binary: &str,
+    database_url: &str,
+    base_url: &str,
+    handle: &str,
+    env: &[(&str, &str)],
+) -> String {
     let (code, printed, err) = run_at(
         binary,
         database_url,
         base_url,
         &["accounts", "create", handle],
+        env,
     );
     assert_eq!(code, Some(0), "{err}");
     printed
