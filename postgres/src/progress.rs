@@ -32,7 +32,7 @@ pub const CHANNEL: &str = "chorus_progress";
 const POLL: Duration = Duration::from_secs(1);
 
 /// How often this process announces its own subscribers' progress, at most.
-const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(2);
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(5);
 
 /// One process's view of the progress of the subscribers it was asked
 /// about, wherever they run. Cheap to clone; the tasks stop when the last
