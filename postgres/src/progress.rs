@@ -4,12 +4,12 @@
 //! second (runs of events it ignores are saved lazily), which is too slow
 //! for a GraphQL mutation waiting in one process for a projection running
 //! in another. So each process keeps a [`Board`]: the progress of its own
-//! subscribers, which it announces on a notification channel as it moves,
-//! and that of every other process's subscribers, which it hears there.
-//! Each process says where its subscribers are again once a second, and
-//! the stored checkpoints are read once a second too, so a lost
-//! notification (or one sent before another process listened) costs at
-//! most that.
+//! subscribers, which it writes to the unlogged table `subscriber_progress`
+//! as they move (one statement at most every few milliseconds, no WAL),
+//! and that of every other process's subscribers, which it reads from
+//! there (with the stored checkpoints where a subscriber has no row) every
+//! few milliseconds while someone in the process waits, and once a second
+//! otherwise.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,22 +17,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chorus_domain::Position;
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::checkpoints::{self, Progress};
 
-/// The notification channel progress travels on.
-pub const CHANNEL: &str = "chorus_progress";
-
-/// How often stored checkpoints are read, whatever is heard.
+/// How often others' progress is read while nobody here waits for it.
 const POLL: Duration = Duration::from_secs(1);
 
-/// How often this process announces its own subscribers' progress, at most.
-const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(5);
+/// How often others' progress is read while someone here waits for it.
+const POLL_WAITING: Duration = Duration::from_millis(3);
+
+/// How often this process writes its own subscribers' progress, at most.
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(3);
 
 /// One process's view of the progress of the subscribers it was asked
 /// about, wherever they run. Cheap to clone; the tasks stop when the last
@@ -50,6 +48,10 @@ struct Inner {
     /// The local subscribers, by name, whose progress this process announces.
     local: std::sync::Mutex<HashMap<String, Progress>>,
     dirty: AtomicBool,
+    /// Callers of [`Board::reached`] waiting now; while there are any,
+    /// others' progress is read every [`POLL_WAITING`].
+    waiting: std::sync::atomic::AtomicUsize,
+    waited: Arc<Notify>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -63,16 +65,11 @@ impl Drop for Inner {
     }
 }
 
-/// What a notification carries: positions by subscriber name.
-#[derive(Debug, Serialize, Deserialize)]
-struct Announcement(HashMap<String, Position>);
-
 impl Board {
-    /// A board for the subscribers called `names`, starting from their
-    /// stored checkpoints, listening and polling in the background.
+    /// A board for the subscribers called `names`, starting from where
+    /// they were last said to be, following them in the background.
     pub async fn start(pool: PgPool, names: &[&str]) -> Result<Self, sqlx::Error> {
-        let stored: HashMap<String, Position> =
-            checkpoints::list(&pool).await?.into_iter().collect();
+        let stored: HashMap<String, Position> = said(&pool).await?.into_iter().collect();
         let positions = names
             .iter()
             .map(|name| {
@@ -86,20 +83,21 @@ impl Board {
                 moved: Arc::new(Notify::new()),
                 local: std::sync::Mutex::default(),
                 dirty: AtomicBool::new(false),
+                waiting: std::sync::atomic::AtomicUsize::new(0),
+                waited: Arc::new(Notify::new()),
                 tasks: std::sync::Mutex::default(),
             }),
         };
         let weak = Arc::downgrade(&board.inner);
-        let (listening_now, heard) = tokio::sync::oneshot::channel();
-        let listening = tokio::spawn(listen(pool.clone(), weak.clone(), listening_now));
+        let following = tokio::spawn(follow(
+            pool.clone(),
+            weak.clone(),
+            board.inner.waited.clone(),
+        ));
         let announcing = tokio::spawn(announce(pool, weak, board.inner.moved.clone()));
         if let Ok(mut tasks) = board.inner.tasks.lock() {
-            tasks.extend([listening, announcing]);
+            tasks.extend([following, announcing]);
         }
-        // Announcements made before LISTEN took effect would be missed (then
-        // made up for by the next one, within a second): wait for it, a
-        // little.
-        let _ = tokio::time::timeout(Duration::from_secs(5), heard).await;
         Ok(board)
     }
 
@@ -152,6 +150,7 @@ impl Board {
     /// Waits until every one of `names` has done everything up to
     /// `position`; false after `timeout`.
     pub async fn reached(&self, names: &[&str], position: Position, timeout: Duration) -> bool {
+        let _waiting = Waiting::new(&self.inner);
         let waits = names.iter().filter_map(|name| {
             let mut receiver = self.inner.positions.get(*name)?.subscribe();
             Some(async move { receiver.wait_for(|p| *p >= position).await.is_ok() })
@@ -173,36 +172,17 @@ impl Board {
         all
     }
 
-    fn heard(&self, announcement: Announcement) {
+    /// Takes where others' subscribers were said to be (backwards too:
+    /// after an admin's replay).
+    fn read(&self, said: Vec<(String, Position)>) {
         let local = self.local_names();
-        for (name, at) in announcement.0 {
+        for (name, at) in said {
             // A subscriber of this process is known first-hand.
             if local.contains(&name) {
                 continue;
             }
             if let Some(sender) = self.inner.positions.get(&name) {
-                // Announcements say where a subscriber is now, backwards
-                // too (after an admin's replay).
                 sender.send_if_modified(|p| std::mem::replace(p, at) != at);
-            }
-        }
-    }
-
-    fn polled(&self, stored: Vec<(String, Position)>) {
-        let local = self.local_names();
-        for (name, at) in stored {
-            if local.contains(&name) {
-                continue;
-            }
-            if let Some(sender) = self.inner.positions.get(&name) {
-                // Stored checkpoints trail announcements: they only raise.
-                sender.send_if_modified(|p| {
-                    let raise = at > *p;
-                    if raise {
-                        *p = at;
-                    }
-                    raise
-                });
             }
         }
     }
@@ -215,108 +195,115 @@ impl Board {
             .unwrap_or_default()
     }
 
-    fn announcement(&self) -> Option<String> {
-        let local = self.inner.local.lock().ok()?;
-        if local.is_empty() {
-            return None;
-        }
-        let positions = local
-            .iter()
-            .map(|(name, progress)| (name.clone(), progress.position()))
-            .collect();
-        serde_json::to_string(&Announcement(positions)).ok()
+    fn own(&self) -> Vec<(String, Position)> {
+        self.inner
+            .local
+            .lock()
+            .map(|local| {
+                local
+                    .iter()
+                    .map(|(name, progress)| (name.clone(), progress.position()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
-/// Hears other processes' announcements, and reads the stored checkpoints
-/// once a second, reconnecting when the connection drops.
-async fn listen(
-    pool: PgPool,
-    board: std::sync::Weak<Inner>,
-    listening: tokio::sync::oneshot::Sender<()>,
-) {
-    let mut listening = Some(listening);
-    let upgrade = || board.upgrade().map(|inner| Board { inner });
+/// Counts a caller of [`Board::reached`] for as long as it waits.
+struct Waiting<'a>(&'a Inner);
+
+impl<'a> Waiting<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        if inner.waiting.fetch_add(1, Ordering::AcqRel) == 0 {
+            inner.waited.notify_one();
+        }
+        Self(inner)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where every subscriber was last said to be: its row of
+/// `subscriber_progress`, else its stored checkpoint.
+async fn said(pool: &PgPool) -> Result<Vec<(String, Position)>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT subscriber,
+                coalesce(p.position_major, c.position_major),
+                coalesce(p.position_minor, c.position_minor)
+         FROM subscriber_checkpoints c FULL JOIN subscriber_progress p USING (subscriber)",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, major, minor)| (name, checkpoints::from_db(major, minor)))
+        .collect())
+}
+
+/// Reads where others' subscribers are: often while someone waits, once a
+/// second otherwise.
+async fn follow(pool: PgPool, board: std::sync::Weak<Inner>, waited: Arc<Notify>) {
     while !pool.is_closed() {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "could not connect to hear subscribers' progress");
-                tokio::time::sleep(POLL).await;
-                continue;
+        let Some(inner) = board.upgrade() else { return };
+        let waiting = inner.waiting.load(Ordering::Acquire) > 0;
+        match said(&pool).await {
+            Ok(said) => Board { inner }.read(said),
+            Err(error) if pool.is_closed() => {
+                tracing::debug!(%error, "stopped following subscribers' progress");
+                return;
             }
-        };
-        if let Err(error) = listener.listen(CHANNEL).await {
-            tracing::warn!(%error, "could not LISTEN for subscribers' progress");
-            tokio::time::sleep(POLL).await;
-            continue;
+            Err(error) => tracing::debug!(%error, "could not read subscribers' progress"),
         }
-        if let Some(listening) = listening.take() {
-            let _ = listening.send(());
+        if waiting {
+            tokio::time::sleep(POLL_WAITING).await;
+        } else {
+            let _ = tokio::time::timeout(POLL, waited.notified()).await;
         }
-        let mut poll = tokio::time::interval(POLL);
-        loop {
-            tokio::select! {
-                heard = listener.try_recv() => match heard {
-                    Ok(Some(notification)) => {
-                        let Some(board) = upgrade() else { return };
-                        match serde_json::from_str::<Announcement>(notification.payload()) {
-                            Ok(announcement) => board.heard(announcement),
-                            Err(error) => tracing::debug!(%error, "unreadable progress announcement"),
-                        }
-                    }
-                    // Reconnected: what was missed is polled below.
-                    Ok(None) => poll.reset_immediately(),
-                    Err(_) if pool.is_closed() => return,
-                    Err(error) => {
-                        tracing::warn!(%error, "lost the connection hearing subscribers' progress");
-                        break;
-                    }
-                },
-                _ = poll.tick() => {
-                    let Some(board) = upgrade() else { return };
-                    match checkpoints::list(&pool).await {
-                        Ok(stored) => board.polled(stored),
-                        Err(error) => tracing::debug!(%error, "could not read checkpoints"),
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(POLL).await;
     }
 }
 
-/// Announces this process's subscribers' progress as it moves, and once a
-/// second anyway: bursts coalesce into one notification at most every
-/// [`ANNOUNCE_INTERVAL`],
-/// sent outside any subscriber's transaction (a notifying commit takes a
-/// cluster-wide lock) and without waiting for the disk.
+/// Writes this process's subscribers' progress as it moves: bursts
+/// coalesce into one statement at most every [`ANNOUNCE_INTERVAL`], on an
+/// unlogged table (no WAL, no flush).
 async fn announce(pool: PgPool, board: std::sync::Weak<Inner>, moved: Arc<Notify>) {
     loop {
         let Some(inner) = board.upgrade() else { return };
         if !inner.dirty.swap(false, Ordering::AcqRel) {
             drop(inner);
-            // Said again once a second even without a move, for a process
-            // that started listening (or reconnected) since.
-            let _ = tokio::time::timeout(POLL, moved.notified()).await;
-            if let Some(inner) = board.upgrade() {
-                inner.dirty.store(true, Ordering::Release);
-            }
+            moved.notified().await;
             continue;
         }
-        let payload = Board { inner }.announcement();
-        let Some(payload) = payload else { continue };
-        if let Err(error) =
-            sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(payload)
-                .execute(&pool)
-                .await
+        let own = Board { inner }.own();
+        if own.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = own.iter().map(|(n, _)| n.as_str()).collect();
+        let (majors, minors): (Vec<i64>, Vec<i64>) =
+            own.iter().map(|(_, at)| checkpoints::to_db(*at)).unzip();
+        if let Err(error) = sqlx::query(
+            "INSERT INTO subscriber_progress (subscriber, position_major, position_minor)
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+             ON CONFLICT (subscriber) DO UPDATE
+             SET position_major = excluded.position_major,
+                 position_minor = excluded.position_minor,
+                 updated_at = now()
+             WHERE (subscriber_progress.position_major, subscriber_progress.position_minor)
+                   IS DISTINCT FROM (excluded.position_major, excluded.position_minor)",
+        )
+        .bind(&names)
+        .bind(&majors)
+        .bind(&minors)
+        .execute(&pool)
+        .await
         {
             if pool.is_closed() {
                 return;
             }
-            tracing::debug!(%error, "could not announce progress; others will poll");
+            tracing::debug!(%error, "could not write progress; others will read checkpoints");
         }
         tokio::time::sleep(ANNOUNCE_INTERVAL).await;
     }
