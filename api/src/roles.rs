@@ -201,13 +201,10 @@ impl Subscribers {
             async move {
                 let app = App::new(this.store.clone(), &this.base_url);
                 let interpreter = Interpreter::start(app, federation).await?;
-                this.board
+                let attached = this
+                    .board
                     .attach(interpret::SUBSCRIBER, interpreter.progress());
-                let board = this.board.clone();
-                Ok(StopOnDrop(move || {
-                    interpreter.stop();
-                    board.detach(interpret::SUBSCRIBER);
-                }))
+                Ok((attached, StopOnDrop(move || interpreter.stop())))
             }
         });
         let this = self.clone();
@@ -222,12 +219,8 @@ impl Subscribers {
                 )
                 .await?;
                 let name = chorus_workers::delivery::plan::SUBSCRIBER;
-                this.board.attach(name, planner.progress());
-                let board = this.board.clone();
-                Ok(StopOnDrop(move || {
-                    planner.stop();
-                    board.detach(name);
-                }))
+                let attached = this.board.attach(name, planner.progress());
+                Ok((attached, StopOnDrop(move || planner.stop())))
             }
         });
         let this = self.clone();
@@ -241,13 +234,8 @@ impl Subscribers {
                 )
                 .await?;
                 let name = chorus_workers::erasure::SUBSCRIBER;
-                this.board.attach(name, erasure.progress());
-                let board = this.board.clone();
                 // Dropping the erasure stops it.
-                Ok(StopOnDrop(move || {
-                    let _running = &erasure;
-                    board.detach(name);
-                }))
+                Ok((this.board.attach(name, erasure.progress()), erasure))
             }
         });
     }

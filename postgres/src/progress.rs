@@ -102,22 +102,29 @@ impl Board {
     }
 
     /// Follows a subscriber running in this process: its moves show here at
-    /// once and are announced to the other processes. Ends when the
-    /// subscriber stops.
-    pub fn attach(&self, name: &str, progress: Progress) {
+    /// once and are written for the other processes, until the returned
+    /// guard is dropped (its lease was given up) or the subscriber stops.
+    pub fn attach(&self, name: &str, progress: Progress) -> Attached {
+        let weak = Arc::downgrade(&self.inner);
         let Some(sender) = self.inner.positions.get(name).cloned() else {
-            return;
+            return Attached {
+                board: weak,
+                name: name.to_owned(),
+                task: None,
+            };
         };
         if let Ok(mut local) = self.inner.local.lock() {
             local.insert(name.to_owned(), progress.clone());
         }
-        let weak = Arc::downgrade(&self.inner);
         let mut receiver = progress.0;
+        let following = weak.clone();
         let task = tokio::spawn(async move {
             loop {
                 let at = *receiver.borrow_and_update();
                 sender.send_replace(at);
-                let Some(inner) = weak.upgrade() else { return };
+                let Some(inner) = following.upgrade() else {
+                    return;
+                };
                 inner.dirty.store(true, Ordering::Release);
                 inner.moved.notify_one();
                 drop(inner);
@@ -126,16 +133,10 @@ impl Board {
                 }
             }
         });
-        if let Ok(mut tasks) = self.inner.tasks.lock() {
-            tasks.retain(|t| !t.is_finished());
-            tasks.push(task);
-        }
-    }
-
-    /// Stops announcing a local subscriber (its lease was given up).
-    pub fn detach(&self, name: &str) {
-        if let Ok(mut local) = self.inner.local.lock() {
-            local.remove(name);
+        Attached {
+            board: weak,
+            name: name.to_owned(),
+            task: Some(task),
         }
     }
 
@@ -206,6 +207,29 @@ impl Board {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// A local subscriber followed by a [`Board`]; dropping it stops
+/// following and writing its progress.
+#[derive(Debug)]
+#[must_use = "the subscriber is followed only while this is kept"]
+pub struct Attached {
+    board: std::sync::Weak<Inner>,
+    name: String,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        if let Some(inner) = self.board.upgrade()
+            && let Ok(mut local) = inner.local.lock()
+        {
+            local.remove(&self.name);
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_domain::Position;
+use chorus_postgres::progress::Attached;
 use chorus_postgres::{Board, PgEventStore};
 use tokio::task::JoinHandle;
 
@@ -64,7 +65,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
 #[derive(Debug)]
 pub struct Projections {
     board: Board,
-    tasks: Vec<JoinHandle<()>>,
+    running: Vec<Running>,
 }
 
 /// The names of every projection, as their checkpoints are called.
@@ -75,30 +76,23 @@ pub fn names() -> Vec<&'static str> {
 /// One projection running in this process; dropping it stops it.
 #[derive(Debug)]
 pub struct Running {
-    board: Board,
-    name: &'static str,
+    _attached: Attached,
     task: JoinHandle<()>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
-        self.board.detach(self.name);
     }
 }
 
 impl Projections {
     /// Starts every projection from its checkpoint, each in a task of its own.
-    pub async fn start(store: PgEventStore) -> Result<Self, sqlx::Error> {
+    pub async fn start(store: PgEventStore) -> anyhow::Result<Self> {
         let mut started = Self::watch(store.pool().clone()).await?;
-        for projection in all() {
-            let name = projection.name();
-            let (progress, task) = run(store.clone(), projection).await?;
-            started.board.attach(
-                name,
-                chorus_postgres::checkpoints::Progress::following(progress.0),
-            );
-            started.tasks.push(task);
+        for name in names() {
+            let running = started.run_one(store.clone(), name).await?;
+            started.running.push(running);
         }
         Ok(started)
     }
@@ -107,12 +101,12 @@ impl Projections {
     pub async fn watch(pool: sqlx::PgPool) -> Result<Self, sqlx::Error> {
         Ok(Self {
             board: Board::start(pool, &names()).await?,
-            tasks: Vec::new(),
+            running: Vec::new(),
         })
     }
 
     /// Starts the projection called `name` in this process (its lease was
-    /// won), its progress shown on this board and announced to others.
+    /// won), its progress shown on this board and written for others.
     pub async fn run_one(&self, store: PgEventStore, name: &str) -> anyhow::Result<Running> {
         let projection = all()
             .into_iter()
@@ -120,13 +114,9 @@ impl Projections {
             .ok_or_else(|| anyhow::anyhow!("no projection is called {name}"))?;
         let name = projection.name();
         let (progress, task) = run(store, projection).await?;
-        self.board.attach(
-            name,
-            chorus_postgres::checkpoints::Progress::following(progress.0),
-        );
+        let progress = chorus_postgres::checkpoints::Progress::following(progress.0);
         Ok(Running {
-            board: self.board.clone(),
-            name,
+            _attached: self.board.attach(name, progress),
             task,
         })
     }
@@ -151,13 +141,5 @@ impl Projections {
                 (name, at)
             })
             .collect()
-    }
-}
-
-impl Drop for Projections {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
     }
 }

@@ -128,7 +128,7 @@ async fn progress_announced_by_one_board_is_heard_by_another() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let (moves, progress) = Progress::starting_at(Position::START);
-    here.attach("subscriber", progress);
+    let _attached = here.attach("subscriber", progress);
     // Nothing is stored: only the announcement can carry it.
     let target = Position::new(42, 7);
     moves.send_replace(target);
